@@ -1,0 +1,11 @@
+"""ViLD (open-vocabulary detection via vision and language knowledge distillation) for Detectron2.
+
+``import vild_d2`` registers everything: config keys (``add_vild_config``), datasets and,
+as they land, model components.
+"""
+from .compat import patch_lvis_numpy
+from .config import add_vild_config
+
+patch_lvis_numpy()
+
+__all__ = ["add_vild_config"]

@@ -1,0 +1,50 @@
+"""Configuration namespace of vild_d2: every new key lives under ``MODEL.VILD`` or
+``DATASETS.VILD``.
+
+Core Detectron2 keys are reused where they exist: ViLD's class-agnostic box and mask
+branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
+``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_vild_config"]
+
+
+def add_vild_config(cfg: CN) -> None:
+    """Add the ViLD keys, with their defaults, to a Detectron2 config (in place)."""
+    _C = cfg
+    _C.MODEL.VILD = CN()
+    # CLIP teacher: a name `clip.load` knows ("ViT-B/32", needs a network the first
+    # time) or a local checkpoint file (TorchScript or state_dict).
+    _C.MODEL.VILD.CLIP_MODEL = "ViT-B/32"
+    # Text embeddings (K x D .npy with JSON sidecar) of the training vocabulary;
+    # empty = build from CLIP_MODEL and the training dataset's class names, cached.
+    _C.MODEL.VILD.TEXT_EMBEDDINGS = ""
+    # Text embeddings of the test vocabulary; empty = build from the test dataset.
+    _C.MODEL.VILD.TEST_TEXT_EMBEDDINGS = ""
+    # Directory where automatically built text classifiers are cached.
+    _C.MODEL.VILD.TEXT_CACHE_DIR = "output/text_classifiers"
+    # Temperature tau of the cosine-similarity logits (paper: 0.01).
+    _C.MODEL.VILD.TEMPERATURE = 0.01
+    # Weight of the ViLD-text cross-entropy loss.
+    _C.MODEL.VILD.TEXT_LOSS_WEIGHT = 1.0
+    # Weight w of the ViLD-image L1 distillation loss (paper: 0.5).
+    _C.MODEL.VILD.IMAGE_LOSS_WEIGHT = 0.5
+    # lambda of ViLD-ensemble: base classes p_text^l * p_image^(1-l), novel the reverse.
+    _C.MODEL.VILD.ENSEMBLE_WEIGHT = 2.0 / 3.0
+    # "text" (ViLD-text), "image" (ViLD-image), "vild" (one head, both losses) or
+    # "ensemble" (separate text and image heads, geometric-mean scores).
+    _C.MODEL.VILD.MODE = "vild"
+    # Number M of cached CLIP proposals per training image used by ViLD-image.
+    _C.MODEL.VILD.NUM_CACHED_PROPOSALS = 300
+    # Directory of the offline CLIP region-embedding cache (ViLD-image modes).
+    _C.MODEL.VILD.REGION_CACHE_DIR = ""
+    # Scales (relative to the proposal box) whose CLIP crop embeddings are combined.
+    _C.MODEL.VILD.CROP_SCALES = [1.0, 1.5]
+
+    _C.DATASETS.VILD = CN()
+    # Contiguous ids (in the test dataset's class order) treated as novel at
+    # inference; empty = take them from the dataset metadata (LVIS: rare classes).
+    _C.DATASETS.VILD.NOVEL_CLASS_IDS = []
+    # Root of the synthetic toy world (see datasets/prepare_toy.py).
+    _C.DATASETS.VILD.TOY_ROOT = "datasets/toy_v1"
