@@ -5,6 +5,7 @@ as they land, model components.
 """
 from .compat import patch_lvis_numpy
 from .config import add_vild_config
+from . import data  # noqa: F401  (registers datasets)
 
 patch_lvis_numpy()
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env python
+"""Generate the synthetic toy world (LVIS v1 format); see vild_d2/toy/dataset.py."""
+import argparse
+import logging
+
+from vild_d2.data.builtin import default_toy_root
+from vild_d2.toy import ToyWorldSettings, build_toy_world
+
+
+def main():
+    d = ToyWorldSettings()
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--output", default=default_toy_root(), help="dataset folder (default: %(default)s)")
+    p.add_argument("--num-train", type=int, default=d.num_train)
+    p.add_argument("--num-val", type=int, default=d.num_val)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--min-size", type=int, default=d.min_size, help="smallest image side")
+    p.add_argument("--max-size", type=int, default=d.max_size, help="largest image side")
+    p.add_argument("--workers", type=int, default=2, help="rendering processes")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = ToyWorldSettings(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
+                                min_size=args.min_size, max_size=args.max_size)
+    build_toy_world(args.output, settings, workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Train (or reuse) the toy CLIP teacher for a toy world and print its zero-shot accuracy."""
+import argparse
+import dataclasses
+import json
+import logging
+
+from vild_d2.data.builtin import default_toy_root
+from vild_d2.toy.teacher import TeacherSettings, ensure_teacher
+
+
+def main():
+    d = TeacherSettings()
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--world", default=default_toy_root(), help="toy world folder (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--seed", type=int, default=d.seed)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    path = ensure_teacher(args.world, dataclasses.replace(d, steps=args.steps, seed=args.seed))
+    logging.getLogger(__name__).info("teacher: %s\n%s", path, json.dumps(
+        json.loads(path.with_suffix(".json").read_text())["zero_shot_val"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

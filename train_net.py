@@ -1,0 +1,28 @@
+#!/usr/bin/env python
+"""Train or evaluate a ViLD model: ``python train_net.py --config-file CFG [--eval-only]``.
+
+Multi-GPU: ``--num-gpus 8``; several machines: ``--num-machines``, ``--machine-rank``,
+``--dist-url``, as in every Detectron2 project.
+"""
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+
+import vild_d2  # noqa: F401  (registers components and datasets)
+from vild_d2.engine import ViLDTrainer, setup_cfg
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = ViLDTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return ViLDTrainer.test(cfg, model)
+    trainer = ViLDTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

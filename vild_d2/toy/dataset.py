@@ -1,0 +1,165 @@
+"""Write the toy world to disk in LVIS v1 format: images, three annotation splits, settings.
+
+Layout under ``root``::
+
+    settings.json                      the generation settings (written last: completion marker)
+    images/{train,val}/NNNNNN.png
+    annotations/toy_v1_{train_base,train_full,val}.json
+
+``train_base`` and ``train_full`` share the training images; ``train_base`` drops every rare
+(novel) annotation while the rare objects stay in the pixels, as in ViLD's LVIS setting.
+"""
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from .scenes import render_scene, toy_categories
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILES = {
+    "train_base": "annotations/toy_v1_train_base.json",
+    "train_full": "annotations/toy_v1_train_full.json",
+    "val": "annotations/toy_v1_val.json",
+}
+_SPLIT_SEED = {"train": 1, "val": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyWorldSettings:
+    num_train: int = 2000
+    num_val: int = 300
+    seed: int = 0
+    min_size: int = 128
+    max_size: int = 160
+    max_objects: int = 4
+    version: int = 1  # bump when the generator's output changes
+
+
+class ToyWorldMismatchError(RuntimeError):
+    pass
+
+
+def _render_one(args):
+    """Render image ``idx`` of ``split`` (seeded by (seed, split, idx)), save it, return its record."""
+    settings, split, idx, image_dir = args
+    rng = np.random.default_rng((settings.seed, _SPLIT_SEED[split], idx))
+    img, objects = render_scene(
+        rng, toy_categories(), (settings.min_size, settings.max_size), settings.max_objects
+    )
+    Image.fromarray(img).save(os.path.join(image_dir, f"{idx:06d}.png"))
+    anns = []
+    for obj in objects:
+        rle = mask_utils.encode(np.asfortranarray(obj.mask))
+        anns.append({
+            "category_id": obj.category_id,
+            "segmentation": [obj.polygon],
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+            "area": float(mask_utils.area(rle)),
+        })
+    return {"height": img.shape[0], "width": img.shape[1], "annotations": anns}
+
+
+def _render_split(settings, split, n, root, workers):
+    image_dir = os.path.join(root, "images", split)
+    os.makedirs(image_dir, exist_ok=True)
+    jobs = [(settings, split, i, image_dir) for i in range(n)]
+    desc = f"toy world: {split} images"
+    if workers <= 1:
+        return [_render_one(j) for j in tqdm(jobs, desc=desc)]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(_render_one, jobs, chunksize=32), total=n, desc=desc))
+
+
+def _lvis_json(split, records, categories, keep_rare: bool, counts: Dict[int, List[int]]):
+    """Assemble an LVIS v1 dict. ``counts``: category id -> [image_count, instance_count]."""
+    rare = {c.id for c in categories if c.frequency == "r"}
+    all_ids = {c.id for c in categories}
+    images, annotations = [], []
+    for i, rec in enumerate(records):
+        image_id = i + 1
+        present = {a["category_id"] for a in rec["annotations"]}
+        # Fully labelled world: every absent category is a verified negative (a rare one
+        # only where rare annotations are kept, since train_base hides them).
+        negatives = sorted(all_ids - present - (set() if keep_rare else rare))
+        name = f"{split}/{i:06d}.png"
+        images.append({
+            "id": image_id, "file_name": name, "coco_url": f"toy://{name}",
+            "height": rec["height"], "width": rec["width"], "license": 1,
+            "neg_category_ids": negatives, "not_exhaustive_category_ids": [],
+        })
+        for ann in rec["annotations"]:
+            if keep_rare or ann["category_id"] not in rare:
+                annotations.append(dict(ann, id=len(annotations) + 1, image_id=image_id))
+    cats = [{
+        "id": c.id, "name": c.name, "synonyms": [c.name], "synset": f"{c.name}.n.01",
+        "def": f"a {c.colour} {c.shape} shape", "frequency": c.frequency,
+        "image_count": counts[c.id][0], "instance_count": counts[c.id][1],
+    } for c in categories]
+    return {"info": {"description": "vild_d2 toy world", "version": "1"},
+            "licenses": [{"id": 1, "name": "synthetic"}],
+            "images": images, "annotations": annotations, "categories": cats}
+
+
+def read_settings(root) -> dict:
+    path = Path(root) / "settings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def build_toy_world(root, settings: ToyWorldSettings = ToyWorldSettings(), workers: int = 2) -> bool:
+    """Generate the toy world into ``root``; return False when it was already there.
+
+    The world is built in a temporary sibling folder and renamed into place, so a killed
+    run leaves nothing half-written. A ``root`` holding a world made with other settings
+    raises :class:`ToyWorldMismatchError` instead of being overwritten.
+    """
+    root = Path(root)
+    wanted = dataclasses.asdict(settings)
+    existing = read_settings(root)
+    if existing == wanted:
+        logger.info("toy world already built in %s, reusing it", root)
+        return False
+    if existing or (root.exists() and any(root.iterdir())):
+        diff = {k: (existing.get(k), v) for k, v in wanted.items() if existing.get(k) != v}
+        raise ToyWorldMismatchError(
+            f"{root} already holds other data (settings differing as (found, wanted): {diff}); "
+            "choose another output folder or delete that one"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        categories = toy_categories()
+        train = _render_split(settings, "train", settings.num_train, tmp, workers)
+        val = _render_split(settings, "val", settings.num_val, tmp, workers)
+        counts = {c.id: [0, 0] for c in categories}
+        for rec in train:
+            ids = [a["category_id"] for a in rec["annotations"]]
+            for cid in set(ids):
+                counts[cid][0] += 1
+            for cid in ids:
+                counts[cid][1] += 1
+        (tmp / "annotations").mkdir()
+        for split, records, keep_rare in (("train_base", train, False), ("train_full", train, True),
+                                          ("val", val, True)):
+            data = _lvis_json(split.split("_")[0], records, categories, keep_rare, counts)
+            (tmp / SPLIT_FILES[split]).write_text(json.dumps(data))
+        (tmp / "settings.json").write_text(json.dumps(wanted, indent=1))
+        if root.exists():
+            root.rmdir()  # empty, checked above
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    logger.info("toy world written to %s (%d train, %d val images)", root, settings.num_train, settings.num_val)
+    return True

@@ -1,0 +1,197 @@
+"""The toy CLIP teacher: a small ``clip.model.CLIP`` trained contrastively on toy-world crops.
+
+It stands for web-scale pretraining, so it sees every category, rare ones included. Crops are
+jittered like detector proposals (partial, tight, with context). The checkpoint is a plain
+state_dict that the unmodified ``clip.load(path, jit=False)`` loads, the same path users take
+with OpenAI's checkpoints. Shapes: B crops in a batch, K categories, T templates, L tokens.
+"""
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Dict, Optional
+
+import clip
+import numpy as np
+import torch
+import torch.nn.functional as F
+from clip.model import CLIP
+from PIL import Image
+from tqdm import tqdm
+
+from ..crops import clip_crops
+from .dataset import SPLIT_FILES, read_settings
+
+logger = logging.getLogger(__name__)
+
+# Captions used to train the teacher (the text builder has its own, larger template set).
+TEACHER_TEMPLATES = ("a photo of a {}.", "a {}.", "a {} shape.", "a drawing of a {}.",
+                     "the {}.", "a picture of a {} object.", "a small {}.", "a large {}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSettings:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: int = 50
+    seed: int = 0
+    embed_dim: int = 64
+    image_resolution: int = 64  # ModifiedResNet: a multiple of 32
+    vision_width: int = 16
+    context_length: int = 16
+    text_width: int = 64  # clip.model.build_model infers heads = width // 64
+    text_layers: int = 2
+
+
+def build_toy_clip(s: TeacherSettings) -> CLIP:
+    return CLIP(embed_dim=s.embed_dim, image_resolution=s.image_resolution, vision_layers=(1, 1, 1, 1),
+                vision_width=s.vision_width, vision_patch_size=None, context_length=s.context_length, vocab_size=49408,
+                transformer_width=s.text_width, transformer_heads=s.text_width // 64,
+                transformer_layers=s.text_layers)
+
+
+def class_text(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def load_split_tensors(world_root, split: str):
+    """Images of a split padded into one uint8 tensor (N x 3 x Hmax x Wmax) and its LVIS dict."""
+    data = json.loads((Path(world_root) / SPLIT_FILES[split]).read_text())
+    arrays = [np.array(Image.open(Path(world_root) / "images" / im["file_name"]).convert("RGB"))
+              for im in data["images"]]
+    h, w = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
+    images = torch.zeros(len(arrays), 3, h, w, dtype=torch.uint8)
+    for i, a in enumerate(arrays):
+        images[i, :, : a.shape[0], : a.shape[1]] = torch.from_numpy(a).permute(2, 0, 1)  # HWC -> CHW
+    return images, data
+
+
+def annotation_rois(data) -> torch.Tensor:
+    """A x 6 rows ``(image_index, x0, y0, x1, y1, category_id)`` for every annotation."""
+    index = {im["id"]: i for i, im in enumerate(data["images"])}
+    rows = [[index[a["image_id"]], a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+             a["bbox"][1] + a["bbox"][3], a["category_id"]] for a in data["annotations"]]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def jitter_boxes(boxes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Proposal-like jitter of (B x 4) boxes: 25% partial, 45% tight, 30% 1.3-1.8x context."""
+    b = boxes.shape[0]
+    wh = boxes[:, 2:] - boxes[:, :2]
+    u = torch.rand(b, generator=gen)
+    scale = torch.where(u < 0.25, 0.55 + 0.35 * torch.rand(b, generator=gen),
+                        torch.where(u < 0.70, 0.9 + 0.2 * torch.rand(b, generator=gen),
+                                    1.3 + 0.5 * torch.rand(b, generator=gen)))
+    shift = (torch.rand(b, 2, generator=gen) - 0.5) * 0.3 * wh
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2 + shift
+    half = wh * scale[:, None] / 2
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+def contrastive_loss(img_emb, txt_emb, labels, logit_scale):
+    """Symmetric InfoNCE where every same-class pair in the batch counts as positive."""
+    img_emb, txt_emb = F.normalize(img_emb, dim=-1), F.normalize(txt_emb, dim=-1)
+    logits = logit_scale.exp() * img_emb @ txt_emb.t()  # B x B
+    pos = (labels[:, None] == labels[None, :]).float()
+    target = pos / pos.sum(1, keepdim=True)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def class_token_table(names, context_length: int) -> torch.Tensor:
+    """K x T x L tokens of every class under every teacher template."""
+    texts = [t.format(class_text(n)) for n in names for t in TEACHER_TEMPLATES]
+    return clip.tokenize(texts, context_length=context_length).view(len(names), len(TEACHER_TEMPLATES), -1)
+
+
+def train_toy_clip(world_root, s: TeacherSettings = TeacherSettings(), history: Optional[list] = None) -> CLIP:
+    """Train the toy CLIP on crops of ``train_full`` (every category); per-step losses are
+    appended to ``history`` when given."""
+    torch.manual_seed(s.seed)
+    gen = torch.Generator().manual_seed(s.seed)
+    images, data = load_split_tensors(world_root, "train_full")
+    rois = annotation_rois(data)
+    names = [c["name"] for c in data["categories"]]
+    tokens = class_token_table(names, s.context_length)
+    by_class = [torch.nonzero(rois[:, 5] == c["id"]).flatten() for c in data["categories"]]
+    seen = torch.tensor([i for i, members in enumerate(by_class) if len(members)])  # tiny worlds miss some
+    model = build_toy_clip(s).float().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / s.warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
+    bar = tqdm(range(s.steps), desc="toy CLIP teacher")
+    for _ in bar:
+        # Class-balanced sampling: rare categories are seen as often as frequent ones.
+        cls = seen[torch.randint(len(seen), (s.batch_size,), generator=gen)]
+        idx = torch.stack([by_class[c][torch.randint(len(by_class[c]), (1,), generator=gen)][0] for c in cls])
+        batch = rois[idx]
+        boxes = jitter_boxes(batch[:, 1:5], gen)
+        flip = torch.rand(s.batch_size, generator=gen) < 0.5
+        crops = clip_crops(images[batch[:, 0].long()].float(), torch.cat(
+            [torch.arange(s.batch_size, dtype=torch.float32)[:, None], boxes], 1), s.image_resolution)
+        crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+        text = tokens[cls, torch.randint(len(TEACHER_TEMPLATES), (s.batch_size,), generator=gen)]
+        loss = contrastive_loss(model.encode_image(crops), model.encode_text(text), cls, model.logit_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if history is not None:
+            history.append(loss.item())
+    return model.eval()
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: CLIP, world_root, split: str = "val", scale: float = 1.0) -> Dict[str, float]:
+    """Zero-shot classification accuracy of annotated crops at a context ``scale``: overall,
+    on rare (novel) categories and on the others."""
+    images, data = load_split_tensors(world_root, split)
+    rois = annotation_rois(data)
+    names = [c["name"] for c in data["categories"]]
+    tokens = class_token_table(names, model.context_length)
+    text = F.normalize(model.encode_text(tokens.flatten(0, 1)), dim=-1)  # (K*T) x D
+    text = F.normalize(text.view(len(names), -1, text.shape[-1]).mean(1), dim=-1)  # K x D
+    preds = []
+    for start in range(0, len(rois), 256):
+        chunk = rois[start:start + 256]
+        crops = clip_crops(images.float(), chunk[:, :5], model.visual.input_resolution, scales=(scale,))
+        preds.append((F.normalize(model.encode_image(crops), dim=-1) @ text.t()).argmax(1))
+    ids = torch.tensor([c["id"] for c in data["categories"]])
+    correct = ids[torch.cat(preds)] == rois[:, 5].long()
+    rare = torch.tensor([c["frequency"] == "r" for c in data["categories"]])[rois[:, 5].long() - 1]
+    return {"all": correct.float().mean().item(), "rare": correct[rare].float().mean().item(),
+            "base": correct[~rare].float().mean().item(), "crops": len(rois)}
+
+
+def teacher_path(world_root, s: TeacherSettings = TeacherSettings()) -> Path:
+    """Cache path keyed by the teacher settings and the toy world's settings."""
+    key = json.dumps([dataclasses.asdict(s), read_settings(world_root)], sort_keys=True)
+    return Path(world_root) / "teacher" / f"toy_clip_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+
+def ensure_teacher(world_root, s: TeacherSettings = TeacherSettings()) -> Path:
+    """Train (once) and save the teacher; return the checkpoint path ``clip.load`` accepts.
+
+    A JSON sidecar next to it records the settings and zero-shot accuracies on ``val``.
+    """
+    path = teacher_path(world_root, s)
+    if path.is_file():
+        logger.info("toy CLIP teacher cached at %s", path)
+        return path
+    model = train_toy_clip(world_root, s)
+    report = {"settings": dataclasses.asdict(s),
+              "zero_shot_val": {f"{k}x": zero_shot_accuracy(model, world_root, "val", k) for k in (1.0, 1.5)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    logger.info("toy CLIP teacher saved to %s; zero-shot on val: %s", path, report["zero_shot_val"])
+    return path
