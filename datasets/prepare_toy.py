@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Generate the synthetic toy world (LVIS v1 format); see vild_d2/toy/dataset.py."""
 import argparse
-import logging
+
+from detectron2.utils.logger import setup_logger
 
 from vild_d2.data.builtin import default_toy_root
 from vild_d2.toy import ToyWorldSettings, build_toy_world
@@ -18,7 +19,7 @@ def main():
     p.add_argument("--max-size", type=int, default=d.max_size, help="largest image side")
     p.add_argument("--workers", type=int, default=2, help="rendering processes")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logger(name="vild_d2")
     settings = ToyWorldSettings(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
                                 min_size=args.min_size, max_size=args.max_size)
     build_toy_world(args.output, settings, workers=args.workers)

@@ -5,6 +5,8 @@ import dataclasses
 import json
 import logging
 
+from detectron2.utils.logger import setup_logger
+
 from vild_d2.data.builtin import default_toy_root
 from vild_d2.toy.teacher import TeacherSettings, ensure_teacher
 
@@ -16,9 +18,9 @@ def main():
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--seed", type=int, default=d.seed)
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logger(name="vild_d2")
     path = ensure_teacher(args.world, dataclasses.replace(d, steps=args.steps, seed=args.seed))
-    logging.getLogger(__name__).info("teacher: %s\n%s", path, json.dumps(
+    logging.getLogger("vild_d2").info("teacher: %s\n%s", path, json.dumps(
         json.loads(path.with_suffix(".json").read_text())["zero_shot_val"], indent=1))
 
 

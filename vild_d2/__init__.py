@@ -3,10 +3,11 @@
 ``import vild_d2`` registers everything: config keys (``add_vild_config``), datasets and,
 as they land, model components.
 """
-from .compat import patch_lvis_numpy
+from .compat import patch_lvis_numpy, silence_known_warnings
 from .config import add_vild_config
 from . import data  # noqa: F401  (registers datasets)
 
 patch_lvis_numpy()
+silence_known_warnings()
 
 __all__ = ["add_vild_config"]

@@ -1,9 +1,16 @@
 """Fixes for third-party packages pinned by the user, applied once on ``import vild_d2``."""
 import types
+import warnings
 
 import numpy as np
 
-__all__ = ["patch_lvis_numpy"]
+__all__ = ["patch_lvis_numpy", "silence_known_warnings"]
+
+
+def silence_known_warnings() -> None:
+    """``clip`` imports ``pkg_resources`` (hence the ``setuptools<81`` pin), which warns on
+    every import; the pin is deliberate, so the warning is noise for our users."""
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 
 class _NumpyWithFloat(types.ModuleType):

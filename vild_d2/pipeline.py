@@ -9,6 +9,8 @@ import json
 import logging
 import time
 
+from detectron2.utils.logger import setup_logger
+
 from .data.builtin import default_toy_root
 from .toy import ToyWorldSettings, build_toy_world
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
@@ -42,7 +44,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--world", default=default_toy_root(), help="toy world folder (default: %(default)s)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logger(name="vild_d2")
     run_pipeline(args.world, ToyWorldSettings(), TeacherSettings())
 
 
