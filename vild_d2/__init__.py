@@ -1,11 +1,11 @@
 """ViLD (open-vocabulary detection via vision and language knowledge distillation) for Detectron2.
 
 ``import vild_d2`` registers everything: config keys (``add_vild_config``), datasets and,
-as they land, model components.
+model components (``ViLDRCNN``, ``ViLDROIHeads``).
 """
 from .compat import patch_lvis_numpy, silence_known_warnings
 from .config import add_vild_config
-from . import data  # noqa: F401  (registers datasets)
+from . import data, modeling  # noqa: F401  (registers datasets and model components)
 
 patch_lvis_numpy()
 silence_known_warnings()

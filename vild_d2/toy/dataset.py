@@ -157,6 +157,7 @@ def build_toy_world(root, settings: ToyWorldSettings = ToyWorldSettings(), worke
         (tmp / "settings.json").write_text(json.dumps(wanted, indent=1))
         if root.exists():
             root.rmdir()  # empty, checked above
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
         os.replace(tmp, root)
     finally:
         if tmp.exists():

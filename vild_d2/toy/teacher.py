@@ -176,14 +176,30 @@ def teacher_path(world_root, s: TeacherSettings = TeacherSettings()) -> Path:
     return Path(world_root) / "teacher" / f"toy_clip_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
+STABLE_NAME = "toy_clip.pt"  # configs name this; it links to the last teacher ensured
+
+
+def _link_stable(path: Path) -> None:
+    stable = path.parent / STABLE_NAME
+    if stable.exists() and os.path.samefile(stable, path):
+        return
+    tmp = stable.with_suffix(".link-tmp")
+    if tmp.exists():
+        tmp.unlink()
+    os.link(path, tmp)
+    os.replace(tmp, stable)
+
+
 def ensure_teacher(world_root, s: TeacherSettings = TeacherSettings()) -> Path:
     """Train (once) and save the teacher; return the checkpoint path ``clip.load`` accepts.
 
-    A JSON sidecar next to it records the settings and zero-shot accuracies on ``val``.
+    A JSON sidecar next to it records the settings and zero-shot accuracies on ``val``;
+    ``teacher/toy_clip.pt`` is (hard-)linked to it for the configs.
     """
     path = teacher_path(world_root, s)
     if path.is_file():
         logger.info("toy CLIP teacher cached at %s", path)
+        _link_stable(path)
         return path
     model = train_toy_clip(world_root, s)
     report = {"settings": dataclasses.asdict(s),
@@ -191,7 +207,8 @@ def ensure_teacher(world_root, s: TeacherSettings = TeacherSettings()) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+    _link_stable(path)
     logger.info("toy CLIP teacher saved to %s; zero-shot on val: %s", path, report["zero_shot_val"])
     return path

@@ -1,0 +1,38 @@
+"""Shared fixtures: a ViLD config on the toy world with random text classifiers on disk."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+
+from vild_d2 import add_vild_config
+from vild_d2.text_classifier import clip_identity, save_text_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_CFG = REPO / "configs/toy/Base-ViLD-Toy-R18-FPN.yaml"
+
+torch.set_num_threads(2)
+
+
+def random_classifier(path, names, dim=64, seed=0, clip="name:test"):
+    emb = np.random.default_rng(seed).normal(size=(len(names), dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return str(save_text_classifier(path, emb, names, {"clip": clip}))
+
+
+@pytest.fixture
+def toy_cfg(tmp_path):
+    """Frozen-able toy config whose train/test classifiers are random 64-d files."""
+    cfg = get_cfg()
+    add_vild_config(cfg)
+    cfg.merge_from_file(str(TOY_CFG))
+    ident = clip_identity(cfg.MODEL.VILD.CLIP_MODEL)
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = random_classifier(
+        tmp_path / "train.npy", MetadataCatalog.get("toy_v1_train_base").thing_classes, clip=ident)
+    cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS = random_classifier(
+        tmp_path / "test.npy", MetadataCatalog.get("toy_v1_val").thing_classes, seed=1, clip=ident)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.OUTPUT_DIR = str(tmp_path / "output")
+    return cfg

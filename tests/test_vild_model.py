@@ -1,0 +1,112 @@
+"""A whole ViLDRCNN built from a config: a training and an inference step in every mode; bad configs."""
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from vild_d2.modeling import MODES
+
+from .conftest import random_classifier
+
+
+def batch(seed=0, num_regions=(5, 3)):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for m in num_regions:
+        h, w = 128, 144
+        image = torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8)
+        gt = Instances((h, w))
+        gt.gt_boxes = Boxes(torch.tensor([[10.0, 12, 50, 60], [70, 20, 120, 90]]))
+        gt.gt_classes = torch.tensor([3, 17])
+        masks = torch.zeros(2, h, w, dtype=torch.bool)
+        masks[0, 12:60, 10:50] = True
+        masks[1, 20:90, 70:120] = True
+        gt.gt_masks = BitMasks(masks)
+        regions = Instances((h, w))
+        xy = torch.rand(m, 2, generator=g) * 80
+        regions.proposal_boxes = Boxes(torch.cat([xy, xy + 20 + torch.rand(m, 2, generator=g) * 40], 1))
+        regions.clip_embeds = torch.randn(m, 64, generator=g).half()
+        out.append({"image": image, "instances": gt, "clip_regions": regions, "height": h, "width": w})
+    return out
+
+
+@pytest.fixture(autouse=True)
+def event_storage():
+    with EventStorage():  # training steps log statistics to it
+        yield
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_train_and_inference_step(toy_cfg, mode):
+    toy_cfg.MODEL.VILD.MODE = mode
+    torch.manual_seed(0)
+    model = build_model(toy_cfg)
+    model.train()
+    losses = model(batch())
+    assert ("loss_cls" in losses) == (mode != "image")
+    assert ("loss_image" in losses) == (mode != "text")
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": b["image"], "height": 128, "width": 144} for b in batch()])
+    inst = out[0]["instances"]
+    assert inst.pred_classes.numel() == 0 or int(inst.pred_classes.max()) < 24
+    assert inst.has("pred_masks") and len(inst) <= toy_cfg.TEST.DETECTIONS_PER_IMAGE
+
+
+def test_image_loss_weight_and_empty_regions(toy_cfg):
+    losses = {}
+    for w in (0.5, 1.0):
+        toy_cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT = w
+        torch.manual_seed(0)
+        model = build_model(toy_cfg).train()
+        torch.manual_seed(1)
+        losses[w] = model(batch())["loss_image"].item()
+    assert losses[1.0] == pytest.approx(2 * losses[0.5], rel=1e-5)
+    torch.manual_seed(0)
+    model = build_model(toy_cfg).train()
+    out = model(batch(num_regions=(0, 0)))
+    assert out["loss_image"].item() == 0.0
+    sum(out.values()).backward()
+    assert model.roi_heads.box_predictor.projection.weight.grad is not None
+
+
+def test_image_modes_need_cached_regions(toy_cfg):
+    model = build_model(toy_cfg).train()
+    inputs = [{k: v for k, v in b.items() if k != "clip_regions"} for b in batch()]
+    with pytest.raises(ValueError, match="REGION_CACHE_DIR"):
+        model(inputs)
+
+
+def test_class_count_mismatch_names_the_key(toy_cfg, tmp_path):
+    toy_cfg.MODEL.ROI_HEADS.NUM_CLASSES = 17
+    with pytest.raises(ValueError, match="NUM_CLASSES=17.*TEXT_EMBEDDINGS"):
+        build_model(toy_cfg)
+
+
+def test_classifier_for_other_vocabulary_is_rejected(toy_cfg, tmp_path):
+    toy_cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS = random_classifier(tmp_path / "x.npy", [f"c{i}" for i in range(20)])
+    with pytest.raises(ValueError, match="20 classes but the dataset has 24"):
+        build_model(toy_cfg)
+
+
+def test_dimension_mismatch(toy_cfg, tmp_path):
+    from detectron2.data import MetadataCatalog
+
+    names = MetadataCatalog.get("toy_v1_val").thing_classes
+    from vild_d2.text_classifier import clip_identity
+
+    toy_cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS = random_classifier(
+        tmp_path / "d.npy", names, dim=32, clip=clip_identity(toy_cfg.MODEL.VILD.CLIP_MODEL))
+    with pytest.raises(ValueError, match="D=64.*D=32"):
+        build_model(toy_cfg)
+
+
+@pytest.mark.parametrize("key", ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK"])
+def test_class_specific_branches_rejected(toy_cfg, key):
+    toy_cfg.merge_from_list([key, False])
+    with pytest.raises(ValueError, match=key.split(".")[-1]):
+        build_model(toy_cfg)

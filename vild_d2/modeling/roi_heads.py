@@ -1,0 +1,74 @@
+"""ViLD ROI heads: StandardROIHeads with a ViLD box predictor and the ViLD-image distillation loss.
+
+Shapes: N images, R sampled proposals, M cached CLIP proposals per image, D embedding dim.
+"""
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import Instances
+
+from .vild_predictor import ViLDOutputLayers
+
+__all__ = ["ViLDROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class ViLDROIHeads(StandardROIHeads):
+    """Class-agnostic box and mask branches; classification by :class:`ViLDOutputLayers`.
+
+    In training, ``clip_regions`` (one ``Instances`` per image with ``proposal_boxes`` and
+    ``clip_embeds`` (M x D), attached by the dataset mapper) are pooled through the same box
+    head and give the ViLD-image loss; they get no box, mask or text loss.
+    """
+
+    @configurable
+    def __init__(self, *, image_loss_weight: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.image_loss_weight = image_loss_weight
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        if not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK and cfg.MODEL.MASK_ON:
+            raise ValueError("ViLD needs a class-agnostic mask head: set MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK=True")
+        if not cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
+            raise ValueError("ViLD needs class-agnostic box regression: set "
+                             "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG=True")
+        ret = super().from_config(cfg, input_shape)
+        ret["image_loss_weight"] = cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        ret["box_predictor"] = ViLDOutputLayers(cfg, ret["box_head"].output_shape)
+        return ret
+
+    @property
+    def uses_image_loss(self) -> bool:
+        return self.box_predictor.mode != "text"
+
+    def forward(self, images, features: Dict[str, torch.Tensor], proposals: List[Instances],
+                targets: Optional[List[Instances]] = None, clip_regions: Optional[List[Instances]] = None):
+        if not self.training:
+            return super().forward(images, features, proposals, targets)
+        if self.uses_image_loss and clip_regions is None:
+            raise ValueError(
+                f"MODEL.VILD.MODE={self.box_predictor.mode!r} needs cached CLIP regions in training: set "
+                "MODEL.VILD.REGION_CACHE_DIR (tools/build_region_cache.py), or use MODE 'text'")
+        proposals, losses = super().forward(images, features, proposals, targets)
+        if self.uses_image_loss:
+            losses["loss_image"] = self.image_loss_weight * self._image_loss(features, clip_regions)
+        return proposals, losses
+
+    def _image_loss(self, features: Dict[str, torch.Tensor], clip_regions: List[Instances]) -> torch.Tensor:
+        """ViLD-image L1 loss averaged over the cached proposals of the batch (0 when none)."""
+        if sum(len(r) for r in clip_regions) == 0:
+            # Zero that still reaches the image head, so DDP sees a gradient for it.
+            return sum(p.sum() for p in self.box_predictor.image_parameters()) * 0.0
+        box_features = self.box_pooler([features[f] for f in self.box_in_features],
+                                       [r.proposal_boxes for r in clip_regions])  # (sum M) x C x S x S
+        box_features = self.box_head(box_features)  # (sum M) x C'
+        target = torch.cat([r.clip_embeds for r in clip_regions])  # (sum M) x D
+        return self.box_predictor.image_loss(box_features, target)

@@ -1,0 +1,178 @@
+"""ViLD box predictor: class-agnostic box regression plus region embeddings classified against
+frozen CLIP text embeddings.
+
+Shapes: R regions, K classes of the active vocabulary, D the CLIP embedding dimension,
+C the box-head feature size. Class index K (the last) is background, as everywhere in
+Detectron2.
+"""
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat, cross_entropy
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from torch import nn
+
+from .vocabulary import resolve_vocabularies
+
+logger = logging.getLogger(__name__)
+
+MODES = ("text", "image", "vild", "ensemble")
+
+__all__ = ["ViLDOutputLayers", "MODES"]
+
+
+class ViLDOutputLayers(FastRCNNOutputLayers):
+    """Region embeddings in CLIP space instead of a linear classifier.
+
+    * ``projection``: C -> D, the region-embedding head (ViLD-text, and ViLD-image in ``vild``
+      mode); ``image_projection``: a second head trained only by ViLD-image (``ensemble``).
+    * Classifier: L2-normalised text embeddings (K x D, frozen, non-persistent buffers: one
+      vocabulary for training, one for inference) and a learned background embedding (D).
+      Logits = cosine similarity / temperature, R x (K + 1), background last.
+    * :meth:`forward` returns ``(logits, deltas)`` in training and ``(probabilities, deltas)``
+      at inference, where the probabilities already follow the mode (ViLD-ensemble's
+      geometric mean in ``ensemble``).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        train_embeddings: torch.Tensor,
+        test_embeddings: torch.Tensor,
+        test_class_names: Optional[Sequence[str]] = None,
+        novel_class_ids: Sequence[int] = (),
+        mode: str = "vild",
+        temperature: float = 0.01,
+        text_loss_weight: float = 1.0,
+        ensemble_weight: float = 2.0 / 3.0,
+        **kwargs,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"MODEL.VILD.MODE must be one of {MODES}, got {mode!r}")
+        if not kwargs.pop("cls_agnostic_bbox_reg", True):
+            raise ValueError("ViLD needs class-agnostic box regression: set "
+                             "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG=True")
+        kwargs["num_classes"] = len(train_embeddings)
+        super().__init__(input_shape, cls_agnostic_bbox_reg=True, **kwargs)
+        del self.cls_score  # classification is by text embeddings
+        input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        dim = train_embeddings.shape[1]
+        self.mode = mode
+        self.temperature = temperature
+        self.ensemble_weight = ensemble_weight
+        self.loss_weight["loss_cls"] = text_loss_weight
+        self.projection = nn.Linear(input_size, dim)
+        self.image_projection = nn.Linear(input_size, dim) if mode == "ensemble" else None
+        self.bg_embedding = nn.Parameter(F.normalize(torch.randn(dim), dim=0))
+        self.register_buffer("train_embeddings", F.normalize(train_embeddings.float(), dim=1), persistent=False)
+        self.register_buffer("test_embeddings", torch.empty(0, dim), persistent=False)
+        self.register_buffer("novel_mask", torch.empty(0, dtype=torch.bool), persistent=False)
+        self.set_vocabulary(test_embeddings, test_class_names, novel_class_ids)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret.update(resolve_vocabularies(cfg))
+        ret.update(
+            mode=cfg.MODEL.VILD.MODE,
+            temperature=cfg.MODEL.VILD.TEMPERATURE,
+            text_loss_weight=cfg.MODEL.VILD.TEXT_LOSS_WEIGHT,
+            ensemble_weight=cfg.MODEL.VILD.ENSEMBLE_WEIGHT,
+        )
+        return ret
+
+    def set_vocabulary(self, embeddings: torch.Tensor, class_names: Optional[Sequence[str]] = None,
+                       novel_class_ids: Sequence[int] = ()) -> None:
+        """Swap the inference vocabulary (K x D text embeddings); predicted classes then index it.
+
+        ``novel_class_ids`` (indices into it) get the novel weighting of ViLD-ensemble.
+        """
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.projection.out_features:
+            raise ValueError(f"text embeddings of shape {tuple(embeddings.shape)} do not fit this model's "
+                             f"region embeddings (D={self.projection.out_features}); rebuild them with the "
+                             "CLIP model the detector was trained with (MODEL.VILD.CLIP_MODEL)")
+        k = len(embeddings)
+        if class_names is not None and len(class_names) != k:
+            raise ValueError(f"{len(class_names)} class names for {k} text embeddings")
+        if any(not 0 <= i < k for i in novel_class_ids):
+            raise ValueError(f"novel class ids {list(novel_class_ids)} out of range for {k} classes")
+        device = self.projection.weight.device
+        self.test_embeddings = F.normalize(embeddings.float(), dim=1).to(device)
+        self.novel_mask = torch.zeros(k, dtype=torch.bool, device=device)
+        self.novel_mask[list(novel_class_ids)] = True
+        self.test_class_names = list(class_names) if class_names is not None else None
+        if not self.training:
+            self.num_classes = k
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.num_classes = len(self.train_embeddings if mode else self.test_embeddings)
+        return self
+
+    @property
+    def class_embeddings(self) -> torch.Tensor:
+        """K x D text embeddings of the active vocabulary (training or inference)."""
+        return self.train_embeddings if self.training else self.test_embeddings
+
+    def embed(self, x: torch.Tensor, head: str = "text") -> torch.Tensor:
+        """R x D L2-normalised region embeddings from box-head features (R x C...)."""
+        layer = self.image_projection if head == "image" and self.image_projection is not None else self.projection
+        return F.normalize(layer(x.flatten(1)), dim=1)
+
+    def text_logits(self, emb: torch.Tensor) -> torch.Tensor:
+        """R x (K + 1) cosine logits against the vocabulary and the background embedding."""
+        classifier = torch.cat([self.class_embeddings, F.normalize(self.bg_embedding, dim=0)[None]])
+        return emb @ classifier.t() / self.temperature
+
+    def forward(self, x):
+        deltas = self.bbox_pred(x.flatten(1))
+        emb = self.embed(x, "text")
+        if self.training:
+            return self.text_logits(emb), deltas
+        return self.class_probabilities(x, emb), deltas
+
+    def class_probabilities(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """R x (K + 1) inference scores of the mode; column K (background) is ignored downstream."""
+        if self.mode in ("text", "vild"):
+            return F.softmax(self.text_logits(emb), dim=1)
+        image_emb = emb if self.mode == "image" else self.embed(x, "image")
+        p_image = F.softmax(image_emb @ self.class_embeddings.t() / self.temperature, dim=1)  # R x K
+        if self.mode == "image":
+            return F.pad(p_image, (0, 1))
+        p_text = F.softmax(self.text_logits(emb), dim=1)
+        lam = torch.where(self.novel_mask, 1 - self.ensemble_weight, self.ensemble_weight)  # K
+        combined = p_text[:, :-1] ** lam * p_image ** (1 - lam)
+        return torch.cat([combined, p_text[:, -1:]], dim=1)
+
+    def predict_probs(self, predictions, proposals):
+        probs, _ = predictions
+        return probs.split([len(p) for p in proposals])
+
+    def losses(self, predictions, proposals) -> Dict[str, torch.Tensor]:
+        """ViLD-text cross-entropy (modes text, vild, ensemble) and class-agnostic box loss."""
+        logits, deltas = predictions
+        gt_classes = cat([p.gt_classes for p in proposals]) if proposals else torch.empty(0, dtype=torch.long)
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals]) if proposals else deltas.new_zeros(0, 4)
+        gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals]) \
+            if proposals else deltas.new_zeros(0, 4)
+        losses = {"loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, deltas, gt_classes)}
+        if self.mode != "image":
+            losses["loss_cls"] = cross_entropy(logits, gt_classes, reduction="mean")
+        return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
+
+    def image_loss(self, x: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:
+        """ViLD-image L1 loss: sum over D of |region embedding - CLIP embedding|, mean over R
+        (both L2-normalised). ``x``: R x C box-head features of cached proposals."""
+        emb = self.embed(x, "image")
+        target = F.normalize(clip_embeds.float(), dim=1)
+        return (emb - target).abs().sum(1).mean()
+
+    def image_parameters(self) -> List[nn.Parameter]:
+        """Parameters trained by ViLD-image (used to keep the graph alive with zero regions)."""
+        layer = self.image_projection if self.image_projection is not None else self.projection
+        return list(layer.parameters())

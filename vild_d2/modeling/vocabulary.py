@@ -1,0 +1,59 @@
+"""Training and inference vocabularies of a ViLD model, resolved from the config.
+
+Training vocabulary: ``MODEL.VILD.TEXT_EMBEDDINGS`` for the classes of ``DATASETS.TRAIN[0]``
+(base classes only in the open-vocabulary setting); an empty key builds it from
+``MODEL.VILD.CLIP_MODEL`` and the dataset's class names, cached in ``TEXT_CACHE_DIR``. Inference vocabulary:
+``MODEL.VILD.TEST_TEXT_EMBEDDINGS`` for ``DATASETS.TEST[0]`` (base + novel). Novel ids for
+ViLD-ensemble: ``DATASETS.VILD.NOVEL_CLASS_IDS``, else the test dataset's metadata.
+Shapes: K classes, D embedding dimension.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from detectron2.data import MetadataCatalog
+
+from ..text_classifier import cached_text_classifier, clip_identity, load_text_classifier
+
+__all__ = ["resolve_vocabularies", "dataset_class_names"]
+
+
+def dataset_class_names(names: Sequence[str]) -> Optional[List[str]]:
+    """Class names of the first registered dataset in ``names`` (None when unknown)."""
+    if not names or names[0] not in MetadataCatalog.list():
+        return None
+    return MetadataCatalog.get(names[0]).get("thing_classes")
+
+
+def _load(cfg, key: str, datasets: Sequence[str]):
+    """Text embeddings of ``MODEL.VILD.<key>``, or built (and cached) from CLIP when it is empty."""
+    path = cfg.MODEL.VILD.get(key)
+    names = dataset_class_names(datasets)
+    if not path:
+        if names is None:
+            raise ValueError(f"MODEL.VILD.{key} is empty and {list(datasets)} names no registered dataset "
+                             "with class names: set the key to a text classifier (tools/build_text_classifier.py)")
+        path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, datasets[0], cfg.MODEL.VILD.CLIP_MODEL)
+    return load_text_classifier(path, expected_names=names, expected_clip=clip_identity(cfg.MODEL.VILD.CLIP_MODEL),
+                                config_key=f"MODEL.VILD.{key}")
+
+
+def resolve_vocabularies(cfg) -> Dict:
+    train_emb, _ = _load(cfg, "TEXT_EMBEDDINGS", cfg.DATASETS.TRAIN)
+    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(train_emb):
+        raise ValueError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but MODEL.VILD.TEXT_EMBEDDINGS "
+            f"({cfg.MODEL.VILD.TEXT_EMBEDDINGS}) has {len(train_emb)} classes; set NUM_CLASSES to the "
+            "training vocabulary size")
+    if cfg.DATASETS.TEST or cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS:
+        test_emb, test_names = _load(cfg, "TEST_TEXT_EMBEDDINGS", cfg.DATASETS.TEST)
+    else:  # no test set: infer with the training vocabulary
+        test_emb, test_names = train_emb, dataset_class_names(cfg.DATASETS.TRAIN)
+    if test_emb.shape[1] != train_emb.shape[1]:
+        raise ValueError(
+            f"MODEL.VILD.TEXT_EMBEDDINGS has D={train_emb.shape[1]} but MODEL.VILD.TEST_TEXT_EMBEDDINGS has "
+            f"D={test_emb.shape[1]}; build both with the same CLIP model")
+    novel = list(cfg.DATASETS.VILD.NOVEL_CLASS_IDS)
+    if not novel and cfg.DATASETS.TEST and cfg.DATASETS.TEST[0] in MetadataCatalog.list():
+        novel = list(MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("novel_class_ids", []))
+    return {"train_embeddings": train_emb, "test_embeddings": test_emb,
+            "test_class_names": test_names, "novel_class_ids": novel}

@@ -1,0 +1,207 @@
+"""CLIP text classifiers: prompt-ensembled class embeddings for any vocabulary, cached and checked.
+
+Embedding of class k = normalise(mean over its (synonym, template) texts of normalise(CLIP
+text embedding)). Files: ``NAME.npy`` (K x D float32) plus ``NAME.json`` (class names in
+order, CLIP identity, template hash, D, creation time). Shapes: K classes, T texts, D dim.
+"""
+import datetime
+import hashlib
+import json
+import logging
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATES = Path(__file__).with_name("data") / "prompt_templates.txt"
+
+__all__ = ["clean_class_name", "read_templates", "load_vocabulary", "clip_identity", "load_clip",
+           "encode_classes", "save_text_classifier", "load_text_classifier", "cached_text_classifier",
+           "ClassifierMismatchError"]
+
+
+class ClassifierMismatchError(ValueError):
+    """A text-classifier file does not match the dataset or model it is used with."""
+
+
+def clean_class_name(name: str) -> str:
+    """LVIS-style name to prompt text: ``"bow_(weapon)"`` -> ``"bow, a type of weapon"``."""
+    name = name.replace("_", " ").strip()
+    m = re.fullmatch(r"(.*?)\s*\((.+)\)", name)
+    if m:
+        name = f"{m.group(1)}, a type of {m.group(2)}"
+    return " ".join(name.split())
+
+
+def read_templates(path=None) -> List[str]:
+    lines = Path(path or DEFAULT_TEMPLATES).read_text().splitlines()
+    templates = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad or not templates:
+        raise ValueError(f"{path or DEFAULT_TEMPLATES}: every template needs exactly one '{{}}'; bad: {bad[:3]}")
+    return templates
+
+
+def load_vocabulary(source: str) -> Tuple[List[str], List[List[str]]]:
+    """Class names and synonyms from a registered dataset name, a text file (one class per
+    line, synonyms after commas) or a comma-separated string."""
+    from detectron2.data import MetadataCatalog
+
+    if source in MetadataCatalog.list() and MetadataCatalog.get(source).get("thing_classes"):
+        meta = MetadataCatalog.get(source)
+        names = list(meta.thing_classes)
+        return names, [list(s) for s in meta.get("class_synonyms", [[n] for n in names])]
+    if os.path.isfile(source):
+        rows = [ln.strip() for ln in Path(source).read_text().splitlines() if ln.strip()]
+        syns = [[s.strip() for s in row.split(",") if s.strip()] for row in rows]
+        return [s[0] for s in syns], syns
+    names = [s.strip() for s in source.split(",") if s.strip()]
+    if not names:
+        raise ValueError(f"empty vocabulary {source!r}: give a dataset name, a file or 'class a,class b'")
+    return names, [[n] for n in names]
+
+
+@lru_cache(maxsize=8)
+def _sha256_file(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def clip_identity(spec: str) -> str:
+    """``name:ViT-B/32`` for a model name, ``sha256:...`` for a checkpoint file."""
+    if os.path.isfile(spec):
+        st = os.stat(spec)
+        return "sha256:" + _sha256_file(os.path.abspath(spec), st.st_size, st.st_mtime)
+    return f"name:{spec}"
+
+
+def load_clip(spec: str, device: str = "cpu"):
+    """``clip.load`` of a model name or a local checkpoint (TorchScript or state_dict)."""
+    import clip
+
+    if not os.path.isfile(spec) and spec not in clip.available_models():
+        raise FileNotFoundError(
+            f"CLIP model {spec!r} is neither a file nor a known name {clip.available_models()}; put the "
+            "checkpoint on disk and set MODEL.VILD.CLIP_MODEL to its path")
+    try:
+        model, _ = clip.load(spec, device=device, jit=False)
+    except OSError as e:  # names download on first use
+        raise RuntimeError(f"could not load CLIP {spec!r} ({e}); names need a network the first time: "
+                           "download the checkpoint elsewhere and give its local path") from e
+    return model.eval()
+
+
+@torch.no_grad()
+def encode_classes(model, synonyms: Sequence[Sequence[str]], templates: Sequence[str],
+                   batch_size: int = 256, use_synonyms: bool = True) -> np.ndarray:
+    """K x D float32 prompt-ensembled embeddings (fp16 on GPU, fp32 on CPU)."""
+    import clip
+
+    texts, owner = [], []
+    for k, syns in enumerate(synonyms):
+        for syn in (syns if use_synonyms else syns[:1]):
+            texts += [t.format(clean_class_name(syn)) for t in templates]
+            owner += [k] * len(templates)
+    device = next(model.parameters()).device
+    dim = model.text_projection.shape[1]
+    sums = torch.zeros(len(synonyms), dim, device=device)
+    owner_t = torch.tensor(owner, device=device)
+    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for start in tqdm(range(0, len(texts), batch_size), desc="text embeddings", unit="batch"):
+        tokens = clip.tokenize(texts[start:start + batch_size], context_length=model.context_length,
+                               truncate=True).to(device)
+        with amp:
+            emb = F.normalize(model.encode_text(tokens).float(), dim=-1)  # T x D
+        sums.index_add_(0, owner_t[start:start + batch_size], emb)
+    return F.normalize(sums, dim=-1).cpu().numpy().astype(np.float32)
+
+
+def _templates_hash(templates: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(templates).encode()).hexdigest()[:16]
+
+
+def save_text_classifier(path, embeddings: np.ndarray, names: Sequence[str], meta: Dict) -> Path:
+    """Write ``path`` (.npy) and its JSON sidecar atomically."""
+    path = Path(path).with_suffix(".npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = dict(meta, class_names=list(names), num_classes=len(names), dim=int(embeddings.shape[1]),
+                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    for target, write in ((path.with_suffix(".json"), lambda f: f.write(json.dumps(sidecar, indent=1).encode())),
+                          (path, lambda f: np.save(f, embeddings.astype(np.float32)))):
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    return path
+
+
+def load_text_classifier(path, expected_names: Optional[Sequence[str]] = None, expected_dim: Optional[int] = None,
+                         expected_clip: Optional[str] = None, config_key: str = "the classifier file"):
+    """Load (K x D tensor, class names) and check it against the dataset / model it serves.
+
+    Every mismatch raises :class:`ClassifierMismatchError` naming both sides.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{config_key}: text classifier {path} not found "
+                                "(build it with tools/build_text_classifier.py)")
+    emb = np.load(path)
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text()) if side.is_file() else {}
+    names = meta.get("class_names")
+    where = f"{config_key} ({path})"
+    if emb.ndim != 2:
+        raise ClassifierMismatchError(f"{where}: expected a K x D array, got shape {emb.shape}")
+    if names is not None and len(names) != len(emb):
+        raise ClassifierMismatchError(f"{where}: sidecar lists {len(names)} classes, array has {len(emb)}")
+    if expected_names is not None:
+        if len(expected_names) != len(emb):
+            raise ClassifierMismatchError(
+                f"{where} has {len(emb)} classes but the dataset has {len(expected_names)}: rebuild it for "
+                "this dataset's vocabulary")
+        if names is not None and list(names) != list(expected_names):
+            diff = next(i for i, (a, b) in enumerate(zip(names, expected_names)) if a != b)
+            raise ClassifierMismatchError(
+                f"{where}: class {diff} is {names[diff]!r} in the file but {expected_names[diff]!r} in the "
+                "dataset: rebuild it for this dataset's vocabulary")
+    if expected_dim is not None and emb.shape[1] != expected_dim:
+        raise ClassifierMismatchError(f"{where} has D={emb.shape[1]} but the model expects D={expected_dim}")
+    if expected_clip is not None and meta.get("clip") not in (None, expected_clip):
+        raise ClassifierMismatchError(f"{where} was built with CLIP {meta['clip']} but the config uses "
+                                      f"{expected_clip}: rebuild it with MODEL.VILD.CLIP_MODEL")
+    if not meta:
+        logger.warning("%s has no JSON sidecar: class order cannot be checked", where)
+    return torch.from_numpy(emb), (list(names) if names is not None else None)
+
+
+def cached_text_classifier(cache_dir, vocabulary: str, clip_spec: str, templates_file=None,
+                           use_synonyms: bool = True, batch_size: int = 256, device: str = "cpu") -> Path:
+    """Path of the classifier of ``vocabulary`` under ``clip_spec``; built only when missing."""
+    names, synonyms = load_vocabulary(vocabulary)
+    templates = read_templates(templates_file)
+    ident = clip_identity(clip_spec)
+    meta = {"clip": ident, "clip_model": clip_spec, "templates_hash": _templates_hash(templates),
+            "num_templates": len(templates), "use_synonyms": use_synonyms}
+    key = json.dumps([names, synonyms if use_synonyms else None, ident, meta["templates_hash"]])
+    label = Path(vocabulary).stem if os.path.isfile(vocabulary) else vocabulary
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40]
+    path = Path(cache_dir) / f"{stem}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy"
+    if path.is_file() and path.with_suffix(".json").is_file():
+        logger.info("text classifier cached: %s", path)
+        return path
+    logger.info("building text classifier for %d classes x %d templates with CLIP %s", len(names),
+                len(templates), clip_spec)
+    model = load_clip(clip_spec, device)
+    emb = encode_classes(model, synonyms, templates, batch_size=batch_size, use_synonyms=use_synonyms)
+    return save_text_classifier(path, emb, names, meta)
