@@ -110,3 +110,28 @@ def test_class_specific_branches_rejected(toy_cfg, key):
     toy_cfg.merge_from_list([key, False])
     with pytest.raises(ValueError, match=key.split(".")[-1]):
         build_model(toy_cfg)
+
+
+def test_merged_pooling_equals_separate_passes(toy_cfg):
+    """One pooler pass over proposals + cached regions gives the losses of two separate passes."""
+    torch.manual_seed(0)
+    model = build_model(toy_cfg).train()
+    heads = model.roi_heads
+    data = batch()
+    images = model.preprocess_image(data)
+    features = model.backbone(images.tensor)
+    proposals = []
+    for d in data:
+        inst = Instances(d["instances"].image_size)
+        inst.proposal_boxes = Boxes(d["instances"].gt_boxes.tensor + 2.0)
+        inst.gt_boxes, inst.gt_classes = d["instances"].gt_boxes, d["instances"].gt_classes
+        proposals.append(inst)
+    regions = [d["clip_regions"] for d in data]
+    merged = heads._forward_box_and_image(features, proposals, regions)
+    separate = heads._forward_box(features, proposals)
+    pooled = heads.box_head(heads.box_pooler([features[f] for f in heads.box_in_features],
+                                             [r.proposal_boxes for r in regions]))
+    image = heads.image_loss_weight * heads.box_predictor.image_loss(pooled, torch.cat([r.clip_embeds for r in regions]))
+    assert merged["loss_image"].item() == pytest.approx(image.item(), rel=1e-5)
+    for k in separate:
+        assert merged[k].item() == pytest.approx(separate[k].item(), rel=1e-5)

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import torch
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 
 from .vild_predictor import ViLDOutputLayers
 
@@ -35,6 +35,8 @@ class ViLDROIHeads(StandardROIHeads):
         if not cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
             raise ValueError("ViLD needs class-agnostic box regression: set "
                              "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG=True")
+        if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
+            raise ValueError("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is not supported with ViLDROIHeads")
         ret = super().from_config(cfg, input_shape)
         ret["image_loss_weight"] = cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT
         return ret
@@ -51,24 +53,35 @@ class ViLDROIHeads(StandardROIHeads):
 
     def forward(self, images, features: Dict[str, torch.Tensor], proposals: List[Instances],
                 targets: Optional[List[Instances]] = None, clip_regions: Optional[List[Instances]] = None):
-        if not self.training:
+        if not self.training or not self.uses_image_loss:
             return super().forward(images, features, proposals, targets)
-        if self.uses_image_loss and clip_regions is None:
+        if clip_regions is None:
             raise ValueError(
                 f"MODEL.VILD.MODE={self.box_predictor.mode!r} needs cached CLIP regions in training: set "
                 "MODEL.VILD.REGION_CACHE_DIR (tools/build_region_cache.py), or use MODE 'text'")
-        proposals, losses = super().forward(images, features, proposals, targets)
-        if self.uses_image_loss:
-            losses["loss_image"] = self.image_loss_weight * self._image_loss(features, clip_regions)
+        # StandardROIHeads.forward in training, with the box branch also serving ViLD-image.
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_box_and_image(features, proposals, clip_regions)
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
         return proposals, losses
 
-    def _image_loss(self, features: Dict[str, torch.Tensor], clip_regions: List[Instances]) -> torch.Tensor:
-        """ViLD-image L1 loss averaged over the cached proposals of the batch (0 when none)."""
+    def _forward_box_and_image(self, features: Dict[str, torch.Tensor], proposals: List[Instances],
+                               clip_regions: List[Instances]) -> Dict[str, torch.Tensor]:
+        """Box losses on the sampled proposals and the ViLD-image loss on the cached regions, from
+        one pooling and one box-head pass over both (one roi_align call per level, not two)."""
         if sum(len(r) for r in clip_regions) == 0:
+            losses = self._forward_box(features, proposals)
             # Zero that still reaches the image head, so DDP sees a gradient for it.
-            return sum(p.sum() for p in self.box_predictor.image_parameters()) * 0.0
-        box_features = self.box_pooler([features[f] for f in self.box_in_features],
-                                       [r.proposal_boxes for r in clip_regions])  # (sum M) x C x S x S
-        box_features = self.box_head(box_features)  # (sum M) x C'
+            losses["loss_image"] = sum(p.sum() for p in self.box_predictor.image_parameters()) * 0.0
+            return losses
+        boxes = [Boxes.cat([p.proposal_boxes, r.proposal_boxes]) for p, r in zip(proposals, clip_regions)]
+        is_cached = torch.cat([torch.arange(len(b), device=b.device) >= len(p)
+                               for b, p in zip(boxes, proposals)])  # (sum R + sum M)
+        box_features = self.box_pooler([features[f] for f in self.box_in_features], boxes)
+        box_features = self.box_head(box_features)  # (sum R + sum M) x C
+        predictions = self.box_predictor(box_features[~is_cached])
+        losses = self.box_predictor.losses(predictions, proposals)
         target = torch.cat([r.clip_embeds for r in clip_regions])  # (sum M) x D
-        return self.box_predictor.image_loss(box_features, target)
+        losses["loss_image"] = self.image_loss_weight * self.box_predictor.image_loss(box_features[is_cached], target)
+        return losses
