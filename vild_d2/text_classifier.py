@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("data") / "prompt_templates.txt"
 
-__all__ = ["clean_class_name", "read_templates", "load_vocabulary", "clip_identity", "load_clip",
+__all__ = ["clean_class_name", "read_templates", "builtin_vocabulary", "load_vocabulary", "clip_identity", "load_clip",
            "encode_classes", "save_text_classifier", "load_text_classifier", "cached_text_classifier",
            "ClassifierMismatchError"]
 
@@ -50,22 +50,45 @@ def read_templates(path=None) -> List[str]:
     return templates
 
 
+def builtin_vocabulary(name: str) -> Optional[Tuple[List[str], List[List[str]]]]:
+    """``"lvis"`` (LVIS v1, 1203 classes with synonyms), ``"coco"`` (80) or ``"toy"`` (24)."""
+    if name == "lvis":
+        from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
+
+        cats = sorted(LVIS_CATEGORIES, key=lambda c: c["id"])
+        return [c["synonyms"][0] for c in cats], [list(c["synonyms"]) for c in cats]
+    if name == "coco":
+        from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+        names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+        return names, [[n] for n in names]
+    if name == "toy":
+        return load_vocabulary("toy_v1_val")
+    return None
+
+
 def load_vocabulary(source: str) -> Tuple[List[str], List[List[str]]]:
-    """Class names and synonyms from a registered dataset name, a text file (one class per
-    line, synonyms after commas) or a comma-separated string."""
+    """Class names and synonyms from a built-in name (lvis, coco, toy), a registered dataset,
+    a text file (one class per line, synonyms after commas) or a comma-separated string."""
     from detectron2.data import MetadataCatalog
 
-    if source in MetadataCatalog.list() and MetadataCatalog.get(source).get("thing_classes"):
-        meta = MetadataCatalog.get(source)
-        names = list(meta.thing_classes)
-        return names, [list(s) for s in meta.get("class_synonyms", [[n] for n in names])]
+    builtin = builtin_vocabulary(source)
+    if builtin is not None:
+        return builtin
+    names = MetadataCatalog.get(source).get("thing_classes") if source in MetadataCatalog.list() else None
+    if names:
+        synonyms = MetadataCatalog.get(source).get("class_synonyms")
+        lvis_names, lvis_synonyms = builtin_vocabulary("lvis")
+        if synonyms is None and list(names) == lvis_names:  # detectron2's lvis_v1_* datasets
+            synonyms = lvis_synonyms
+        return list(names), [list(s) for s in (synonyms or [[n] for n in names])]
     if os.path.isfile(source):
         rows = [ln.strip() for ln in Path(source).read_text().splitlines() if ln.strip()]
         syns = [[s.strip() for s in row.split(",") if s.strip()] for row in rows]
         return [s[0] for s in syns], syns
     names = [s.strip() for s in source.split(",") if s.strip()]
     if not names:
-        raise ValueError(f"empty vocabulary {source!r}: give a dataset name, a file or 'class a,class b'")
+        raise ValueError(f"empty vocabulary {source!r}: give lvis|coco|toy, a dataset name, a file or 'class a,class b'")
     return names, [[n] for n in names]
 
 
@@ -104,8 +127,13 @@ def load_clip(spec: str, device: str = "cpu"):
 
 @torch.no_grad()
 def encode_classes(model, synonyms: Sequence[Sequence[str]], templates: Sequence[str],
-                   batch_size: int = 256, use_synonyms: bool = True) -> np.ndarray:
-    """K x D float32 prompt-ensembled embeddings (fp16 on GPU, fp32 on CPU)."""
+                   batch_size: int = 256, use_synonyms: bool = True, trim: bool = True) -> np.ndarray:
+    """K x D float32 prompt-ensembled embeddings (fp16 on GPU, fp32 on CPU).
+
+    With ``trim``, texts are sorted by token length and each batch is cut after its longest
+    end-of-text token: CLIP's text transformer is causal and reads the EOT position, so the
+    padding after it never changes the result and need not be computed.
+    """
     import clip
 
     texts, owner = [], []
@@ -114,15 +142,17 @@ def encode_classes(model, synonyms: Sequence[Sequence[str]], templates: Sequence
             texts += [t.format(clean_class_name(syn)) for t in templates]
             owner += [k] * len(templates)
     device = next(model.parameters()).device
-    dim = model.text_projection.shape[1]
-    sums = torch.zeros(len(synonyms), dim, device=device)
-    owner_t = torch.tensor(owner, device=device)
+    tokens = clip.tokenize(texts, context_length=model.context_length, truncate=True)  # T x L
+    eot = tokens.argmax(-1)  # the EOT token has the largest id
+    order = torch.argsort(eot, stable=True) if trim else torch.arange(len(texts))
+    owner_t = torch.tensor(owner)[order].to(device)
+    sums = torch.zeros(len(synonyms), model.text_projection.shape[1], device=device)
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     for start in tqdm(range(0, len(texts), batch_size), desc="text embeddings", unit="batch"):
-        tokens = clip.tokenize(texts[start:start + batch_size], context_length=model.context_length,
-                               truncate=True).to(device)
+        idx = order[start:start + batch_size]
+        length = int(eot[idx].max()) + 1 if trim else tokens.shape[1]
         with amp:
-            emb = F.normalize(model.encode_text(tokens).float(), dim=-1)  # T x D
+            emb = F.normalize(model.encode_text(tokens[idx, :length].to(device)).float(), dim=-1)  # B x D
         sums.index_add_(0, owner_t[start:start + batch_size], emb)
     return F.normalize(sums, dim=-1).cpu().numpy().astype(np.float32)
 
