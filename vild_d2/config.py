@@ -46,5 +46,8 @@ def add_vild_config(cfg: CN) -> None:
     # Contiguous ids (in the test dataset's class order) treated as novel at
     # inference; empty = take them from the dataset metadata (LVIS: rare classes).
     _C.DATASETS.VILD.NOVEL_CLASS_IDS = []
+    # Train images missing from the region cache without ViLD-image (counted warning)
+    # instead of stopping with an error.
+    _C.DATASETS.VILD.SKIP_MISSING_REGIONS = False
     # Root of the synthetic toy world (see datasets/prepare_toy.py).
     _C.DATASETS.VILD.TOY_ROOT = "datasets/toy_v1"

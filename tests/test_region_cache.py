@@ -1,0 +1,193 @@
+"""Region cache: round trip, augmentation consistency, kill + resume, 2-process build, bad input."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
+from detectron2.engine import launch
+from detectron2.structures import BitMasks
+
+from vild_d2.data import ViLDDatasetMapper
+from vild_d2.region_cache import (CacheMismatchError, CorruptCacheError, ProposalFileSource, RegionCache,
+                                  RegionCacheSettings, build_region_cache)
+from vild_d2.region_cache.cli import build_from_args, make_parser
+from vild_d2.region_cache.storage import write_manifest, write_shard
+from vild_d2.text_classifier import load_clip
+from vild_d2.toy import ToyWorldSettings, build_toy_world
+from vild_d2.data.builtin import register_toy_world
+from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
+
+from .conftest import REPO, TOY_CFG
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A 10-image toy world at <tmp>/toy_v1, a random tiny CLIP and a proposal file."""
+    base = tmp_path_factory.mktemp("rc")
+    build_toy_world(base / "toy_v1", ToyWorldSettings(num_train=10, num_val=2, seed=5), workers=1)
+    register_toy_world(str(base / "toy_v1"), prefix="rc_toy")
+    torch.manual_seed(0)
+    torch.save(build_toy_clip(TeacherSettings()).state_dict(), base / "clip.pt")
+    rng = np.random.default_rng(0)
+    records = DatasetCatalog.get("rc_toy_train_full")
+    ids, boxes, scores = [], [], []
+    for r in records:
+        gt = np.array([a["bbox"] for a in r["annotations"]], np.float32).reshape(-1, 4)
+        gt[:, 2:] += gt[:, :2]  # XYWH -> XYXY
+        xy = rng.uniform(0, 100, (12, 2)).astype(np.float32)
+        rand = np.concatenate([xy, xy + rng.uniform(8, 40, (12, 2))], 1).astype(np.float32)
+        ids.append(r["image_id"])
+        boxes.append(np.concatenate([gt, rand]))
+        scores.append(np.concatenate([np.full(len(gt), 10.0), rng.normal(size=12)]).astype(np.float32))
+    with open(base / "proposals.pkl", "wb") as f:
+        pickle.dump({"ids": ids, "boxes": boxes, "objectness_logits": scores, "bbox_mode": 0}, f)
+    return base
+
+
+def _build(world, out, shard_size=3, combine="sum"):
+    settings = RegionCacheSettings(num_proposals=8, shard_size=shard_size, combine=combine)
+    model = load_clip(str(world / "clip.pt"))
+    return build_region_cache(out, DatasetCatalog.get("rc_toy_train_full"), ProposalFileSource(str(world / "proposals.pkl")),
+                              model, str(world / "clip.pt"), settings, dataset_name="rc_toy_train_full", num_workers=0)
+
+
+def _bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def test_storage_round_trip_several_shards(tmp_path):
+    rng = np.random.default_rng(1)
+    written, shards = {}, []
+    for k in range(3):
+        ids = [10 * k + i for i in range(4)]
+        counts = rng.integers(0, 6, size=4)
+        b = [rng.uniform(0, 50, (c, 4)).astype(np.float32) for c in counts]
+        e = [rng.normal(size=(c, 8)).astype(np.float16) for c in counts]
+        s = [rng.normal(size=c).astype(np.float32) for c in counts]
+        shards.append({"name": f"shard_{k:05d}", "checksums": write_shard(tmp_path, k, ids, b, e, s)})
+        written.update({i: (bb, ee, ss) for i, bb, ee, ss in zip(ids, b, e, s)})
+    write_manifest(tmp_path, {"dim": 8, "shards": shards})
+    cache = RegionCache(tmp_path)
+    assert len(cache) == 12
+    for image_id, arrays in written.items():
+        for got, want in zip(cache.get(image_id), arrays):
+            np.testing.assert_array_equal(got, want)
+    assert isinstance(cache.get(0)[1], np.memmap)
+
+
+def test_build_contents(world, tmp_path):
+    cache = RegionCache(_build(world, tmp_path / "c"), expected={"num_proposals": 8, "dim": 64})
+    records = DatasetCatalog.get("rc_toy_train_full")
+    assert len(cache) == len(records)
+    boxes, embeds, scores = cache.get(records[0]["image_id"])
+    assert boxes.dtype == np.float32 and embeds.dtype == np.float16 and len(boxes) <= 8
+    assert np.all(np.diff(scores) <= 0)  # sorted by objectness
+    np.testing.assert_allclose(np.linalg.norm(embeds.astype(np.float32), axis=1), 1.0, atol=2e-3)
+    first = RegionCache(_build(world, tmp_path / "f", combine="first"))
+    assert not np.array_equal(first.get(records[0]["image_id"])[1], embeds)
+
+
+def test_mapper_applies_image_transforms_to_cached_boxes(world, tmp_path, toy_cfg):
+    out = _build(world, tmp_path / "c")
+    toy_cfg.MODEL.VILD.REGION_CACHE_DIR = str(out)
+    toy_cfg.MODEL.VILD.CLIP_MODEL = str(world / "clip.pt")
+    toy_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS = 8
+    augs = [T.ResizeShortestEdge(200, 400), T.RandomFlip(prob=1.0)]
+    mapper = ViLDDatasetMapper(toy_cfg, is_train=True, augmentations=augs)
+    record = DatasetCatalog.get("rc_toy_train_full")[0]
+    out_dict = mapper(record)
+    regions, gt = out_dict["clip_regions"], out_dict["instances"]
+    assert regions.image_size == tuple(out_dict["image"].shape[1:])
+    # Proposals with objectness 10 are the ground-truth boxes: after resize + flip they must equal
+    # the transformed ground truth and still cover the object's pixels.
+    n = len(gt)
+    got = regions.proposal_boxes.tensor[:n]
+    order = torch.cdist(got, gt.gt_boxes.tensor).argmin(1)
+    torch.testing.assert_close(got, gt.gt_boxes.tensor[order], atol=1e-3, rtol=0)
+    h, w = regions.image_size
+    masks = BitMasks.from_polygon_masks(gt.gt_masks, h, w).tensor
+    for box, mask in zip(got, masks[order]):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        cx, cy = xs + 0.5, ys + 0.5  # pixel centres
+        inside = (cx >= box[0] - 0.5) & (cx <= box[2] + 0.5) & (cy >= box[1] - 0.5) & (cy <= box[3] + 0.5)
+        assert len(xs) > 0 and inside.all()
+    assert regions.clip_embeds.dtype == torch.float16 and regions.clip_embeds.shape[1] == 64
+
+
+def test_mapper_missing_entry_error_and_skip(world, tmp_path, toy_cfg):
+    out = _build(world, tmp_path / "c")
+    toy_cfg.MODEL.VILD.REGION_CACHE_DIR = str(out)
+    toy_cfg.MODEL.VILD.CLIP_MODEL = str(world / "clip.pt")
+    record = dict(DatasetCatalog.get("rc_toy_train_full")[0], image_id=999)
+    with pytest.raises(KeyError, match="image 999.*SKIP_MISSING_REGIONS"):
+        ViLDDatasetMapper(toy_cfg, is_train=True)(dict(record))
+    toy_cfg.DATASETS.VILD.SKIP_MISSING_REGIONS = True
+    mapper = ViLDDatasetMapper(toy_cfg, is_train=True)
+    assert len(mapper(dict(record))["clip_regions"]) == 0 and mapper.num_missing == 1
+
+
+def test_corrupt_shard_and_manifest_mismatch(world, tmp_path, toy_cfg):
+    out = _build(world, tmp_path / "c")
+    with pytest.raises(CacheMismatchError, match="dim=64 but 512"):
+        RegionCache(out, expected={"dim": 512})
+    with pytest.raises(CacheMismatchError, match="num_proposals=8 but 300"):
+        RegionCache(out, expected={"num_proposals": 300})
+    with pytest.raises(CacheMismatchError, match="clip="):
+        RegionCache(out, expected={"clip": "name:ViT-B/32"})
+    with pytest.raises(CacheMismatchError, match="other settings"):
+        _build(world, out, shard_size=2)
+    emb = out / "shard_00001" / "embeds.npy"
+    data = bytearray(emb.read_bytes())
+    data[-1] ^= 0xFF
+    emb.write_bytes(bytes(data))
+    cache = RegionCache(out)
+    with pytest.raises(CorruptCacheError, match="shard_00001.*checksum"):
+        cache.get(DatasetCatalog.get("rc_toy_train_full")[3]["image_id"])
+
+
+def _cli(world, out, *extra):
+    return ["--config-file", str(TOY_CFG), "--dataset", "toy_v1_train_full", "--proposals",
+            str(world / "proposals.pkl"), "--output", str(out), "--shard-size", "1", "--num-workers", "0",
+            "--device", "cpu", *extra, "MODEL.VILD.CLIP_MODEL", str(world / "clip.pt"),
+            "MODEL.VILD.NUM_CACHED_PROPOSALS", "8"]
+
+
+def test_sigkill_then_resume_is_byte_identical(world, tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(world), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "tools/build_region_cache.py")]
+    subprocess.run(cmd + _cli(world, tmp_path / "full"), env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(cmd + _cli(world, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "shard_00002").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "manifest.json").exists(), "the build finished before it was killed"
+    with pytest.raises(FileNotFoundError, match="manifest.json missing"):
+        RegionCache(tmp_path / "killed")
+    subprocess.run(cmd + _cli(world, tmp_path / "killed"), env=env, check=True, capture_output=True)
+    assert _bytes(tmp_path / "killed") == _bytes(tmp_path / "full")
+    assert RegionCache(tmp_path / "killed").manifest["shards"] == RegionCache(tmp_path / "full").manifest["shards"]
+
+
+def test_two_process_gloo_build_is_byte_identical(world, tmp_path, monkeypatch):
+    # Spawned ranks register toy_v1_* under $DETECTRON2_DATASETS; the 1-process reference runs
+    # as a subprocess for the same reason.
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(world))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    subprocess.run([sys.executable, str(REPO / "tools/build_region_cache.py"), *_cli(world, tmp_path / "one")],
+                   check=True, capture_output=True)
+    args = make_parser().parse_args(_cli(world, tmp_path / "two", "--num-gpus", "2"))
+    launch(build_from_args, 2, dist_url="auto", args=(args,))
+    assert _bytes(tmp_path / "one") == _bytes(tmp_path / "two")
+    assert len(list((tmp_path / "two").glob("shard_*"))) == 10

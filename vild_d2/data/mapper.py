@@ -1,0 +1,93 @@
+"""ViLDDatasetMapper: Detectron2's DatasetMapper plus the cached CLIP regions of each training image.
+
+The cached boxes (M x 4, original image coordinates) go through exactly the transforms applied
+to the image (resize, flip, crop); boxes that become degenerate are dropped. The result is
+attached as ``dataset_dict["clip_regions"]``: ``Instances(proposal_boxes, clip_embeds M' x D)``.
+"""
+import logging
+from typing import Optional
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import log_every_n_seconds
+
+from ..region_cache import RegionCache
+from ..text_classifier import clip_identity
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ViLDDatasetMapper"]
+
+
+class ViLDDatasetMapper(DatasetMapper):
+    @configurable
+    def __init__(self, is_train: bool = True, *, region_cache_dir: str = "", num_cached_proposals: int = 300,
+                 expected_clip: Optional[str] = None, skip_missing_regions: bool = False, **kwargs):
+        """
+        Args:
+            region_cache_dir: region cache folder; empty = attach no regions (ViLD-text, inference).
+            num_cached_proposals: use the top M cached regions of each image.
+            expected_clip: CLIP identity the cache must have been built with.
+            skip_missing_regions: an image missing from the cache gets no regions (counted
+                warning) instead of an error.
+        """
+        super().__init__(is_train, **kwargs)
+        self.region_cache_dir = region_cache_dir
+        self.num_cached_proposals = num_cached_proposals
+        self.expected_clip = expected_clip
+        self.skip_missing_regions = skip_missing_regions
+        self.num_missing = 0
+        self._cache = None  # opened lazily, once per DataLoader worker
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        use_cache = is_train and cfg.MODEL.VILD.MODE != "text"
+        if use_cache and not cfg.MODEL.VILD.REGION_CACHE_DIR:
+            raise ValueError(f"MODEL.VILD.MODE={cfg.MODEL.VILD.MODE!r} trains with cached CLIP regions: set "
+                             "MODEL.VILD.REGION_CACHE_DIR (build it with tools/build_region_cache.py)")
+        ret.update(region_cache_dir=cfg.MODEL.VILD.REGION_CACHE_DIR if use_cache else "",
+                   num_cached_proposals=cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
+                   expected_clip=clip_identity(cfg.MODEL.VILD.CLIP_MODEL) if use_cache else None,
+                   skip_missing_regions=cfg.DATASETS.VILD.SKIP_MISSING_REGIONS)
+        return ret
+
+    @property
+    def cache(self) -> RegionCache:
+        if self._cache is None:
+            self._cache = RegionCache(self.region_cache_dir, expected={"clip": self.expected_clip})
+            if self._cache.manifest["num_proposals"] < self.num_cached_proposals:
+                logger.warning("region cache %s holds %d proposals per image, fewer than NUM_CACHED_PROPOSALS=%d",
+                               self.region_cache_dir, self._cache.manifest["num_proposals"],
+                               self.num_cached_proposals)
+        return self._cache
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        super()._transform_annotations(dataset_dict, transforms, image_shape)
+        if self.region_cache_dir:
+            dataset_dict["clip_regions"] = self._cached_regions(dataset_dict, transforms, image_shape)
+
+    def _cached_regions(self, dataset_dict, transforms, image_shape) -> Instances:
+        regions = Instances(image_shape)
+        image_id = dataset_dict["image_id"]
+        if image_id not in self.cache:
+            if not self.skip_missing_regions:
+                raise KeyError(f"image {image_id} ({dataset_dict.get('file_name')}) is not in region cache "
+                               f"{self.region_cache_dir}: rebuild the cache for this dataset, or set "
+                               "DATASETS.VILD.SKIP_MISSING_REGIONS=True to train such images without ViLD-image")
+            self.num_missing += 1
+            log_every_n_seconds(logging.WARNING, f"{self.num_missing} images without cached regions so far", n=60)
+            regions.proposal_boxes = Boxes(torch.zeros(0, 4))
+            regions.clip_embeds = torch.zeros(0, self.cache.manifest["dim"], dtype=torch.float16)
+            return regions
+        boxes, embeds, _ = self.cache.get(image_id)
+        m = self.num_cached_proposals
+        boxes = Boxes(torch.from_numpy(transforms.apply_box(np.array(boxes[:m], dtype=np.float32))))
+        boxes.clip(image_shape)
+        keep = boxes.nonempty(threshold=1.0)
+        regions.proposal_boxes = boxes[keep]
+        regions.clip_embeds = torch.from_numpy(np.array(embeds[:m]))[keep]  # M' x D float16
+        return regions

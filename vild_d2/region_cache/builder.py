@@ -1,0 +1,141 @@
+"""Build the offline CLIP region-embedding cache: proposals -> batched crops -> CLIP image tower.
+
+Work is split in shards of consecutive images (records sorted by image_id). Each shard is
+written atomically, so a killed job resumes at the first missing shard; ranks of a distributed
+job take shards ``k % world_size == rank`` and rank 0 writes the manifest once all exist.
+Per-shard work never depends on the rank, so the bytes equal a single-process build (given the
+same device and thread count). Shapes: M proposals, S scales, D embedding dim.
+"""
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.data.detection_utils import read_image
+from detectron2.utils import comm
+from tqdm import tqdm
+
+from ..crops import clip_crops
+from ..text_classifier import clip_identity
+from .proposals import select_proposals
+from .storage import CacheMismatchError, shard_name, write_manifest, write_shard
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RegionCacheSettings", "build_region_cache", "embed_regions"]
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionCacheSettings:
+    num_proposals: int = 300  # M, top proposals by objectness after NMS
+    scales: Sequence[float] = (1.0, 1.5)  # crop context scales
+    combine: str = "sum"  # "sum" (sum of normalised scale embeddings, renormalised) or "first"
+    nms_thresh: float = 0.7
+    shard_size: int = 256  # images per shard
+    batch_size: int = 256  # crops per encoder forward
+
+    def manifest_fields(self, clip: str, dim: int, dataset: str, num_images: int) -> Dict:
+        return {"version": FORMAT_VERSION, "clip": clip, "dim": dim, "dataset": dataset, "num_images": num_images,
+                "num_proposals": self.num_proposals, "scales": list(self.scales), "combine": self.combine,
+                "nms_thresh": self.nms_thresh, "shard_size": self.shard_size}
+
+
+@torch.no_grad()
+def embed_regions(visual, image: torch.Tensor, boxes: torch.Tensor, scales: Sequence[float], combine: str,
+                  batch_size: int) -> torch.Tensor:
+    """M x D combined, L2-normalised CLIP embeddings of ``boxes`` (M x 4) in ``image`` (3 x H x W, 0-255)."""
+    device = next(visual.parameters()).device
+    dtype = next(visual.parameters()).dtype
+    rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1).to(device)  # M x 5
+    image = image.to(device=device, dtype=torch.float32)[None]
+    out = []
+    step = max(1, batch_size // len(scales))  # regions per forward: step * S crops
+    for start in range(0, len(rois), step):
+        chunk = rois[start:start + step]
+        crops = clip_crops(image, chunk, visual.input_resolution, scales)  # (S * m) x 3 x r x r
+        emb = F.normalize(visual(crops.to(dtype)).float(), dim=-1).view(len(scales), len(chunk), -1)  # S x m x D
+        out.append(emb[0] if combine == "first" else F.normalize(emb.sum(0), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, visual.output_dim, device=device)
+
+
+class _Images(torch.utils.data.Dataset):
+    """Decodes images in DataLoader workers, overlapping the encoder."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, i):
+        image = read_image(self.records[i]["file_name"], format="RGB")  # H x W x 3 uint8
+        return i, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # 3 x H x W
+
+
+def build_region_cache(out_dir, records: List[Dict], proposal_source: Callable, clip_model, clip_spec: str,
+                       settings: RegionCacheSettings = RegionCacheSettings(), dataset_name: str = "",
+                       num_workers: int = 2) -> Path:
+    """Build (or resume) a region cache for ``records`` (Detectron2 dataset dicts) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = sorted(records, key=lambda r: r["image_id"])
+    visual = clip_model.visual.eval()
+    fields = settings.manifest_fields(clip_identity(clip_spec), int(clip_model.text_projection.shape[1]),
+                                      dataset_name, len(records))
+    _claim(out, fields)
+    num_shards = (len(records) + settings.shard_size - 1) // settings.shard_size
+    rank, world = comm.get_rank(), comm.get_world_size()
+    todo = [k for k in range(num_shards) if k % world == rank and not (out / shard_name(k)).is_dir()]
+    logger.info("region cache %s: %d shards, %d left for rank %d/%d", out, num_shards, len(todo), rank, world)
+    bar = tqdm(total=sum(len(records[k * settings.shard_size:(k + 1) * settings.shard_size]) for k in todo),
+               unit="img", desc=f"region cache (rank {rank})", disable=not todo)
+    t0, encoder_s = time.perf_counter(), 0.0
+    for k in todo:
+        shard = records[k * settings.shard_size:(k + 1) * settings.shard_size]
+        boxes, embeds, scores = [], [], []
+        loader = torch.utils.data.DataLoader(_Images(shard), batch_size=None, num_workers=num_workers)
+        for i, image in loader:
+            b, s = proposal_source(shard[i], image.permute(1, 2, 0).numpy())
+            b, s = select_proposals(b, s, settings.num_proposals, settings.nms_thresh)
+            t = time.perf_counter()
+            e = embed_regions(visual, image, torch.from_numpy(b), settings.scales, settings.combine,
+                              settings.batch_size)
+            encoder_s += time.perf_counter() - t
+            boxes.append(b), scores.append(s), embeds.append(e.cpu().numpy())
+            bar.update(1)
+        write_shard(out, k, [r["image_id"] for r in shard], boxes, embeds, scores)
+    bar.close()
+    if todo:
+        logger.info("rank %d: %.1f s, %.0f%% inside crop+encode", rank, time.perf_counter() - t0,
+                    100 * encoder_s / max(time.perf_counter() - t0, 1e-9))
+    comm.synchronize()
+    if rank == 0:
+        shards = []
+        for k in range(num_shards):
+            sums = json.loads((out / shard_name(k) / "checksums.json").read_text())
+            shards.append({"name": shard_name(k), "checksums": sums})
+        write_manifest(out, dict(fields, shards=shards))
+    comm.synchronize()
+    return out
+
+
+def _claim(out: Path, fields: Dict) -> None:
+    """Record the build's settings; a folder holding a cache of other settings is never mixed."""
+    path = out / "build.json"
+    if comm.get_rank() == 0 and not path.is_file():
+        tmp = path.with_name("build.json.tmp")
+        tmp.write_text(json.dumps(fields, indent=1, sort_keys=True))
+        tmp.replace(path)
+    comm.synchronize()
+    have = json.loads(path.read_text())
+    if have != fields:
+        diff = {k: (have.get(k), v) for k, v in fields.items() if have.get(k) != v}
+        raise CacheMismatchError(f"{out} holds a region cache built with other settings (found, wanted): "
+                                 f"{diff}; use another output folder or delete it")

@@ -1,0 +1,68 @@
+"""Command line of tools/build_region_cache.py (kept in the package so launch() can pickle it)."""
+import argparse
+import logging
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.utils.logger import setup_logger
+
+from ..config import add_vild_config
+from ..text_classifier import load_clip
+from .builder import RegionCacheSettings, build_region_cache
+from .proposals import DetectorProposalSource, ProposalFileSource
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["make_parser", "build_from_args"]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    d = RegionCacheSettings()
+    p = argparse.ArgumentParser(description="Build the offline CLIP region-embedding cache of a dataset.")
+    p.add_argument("--config-file", required=True, help="ViLD config: CLIP_MODEL, NUM_CACHED_PROPOSALS, "
+                   "CROP_SCALES, REGION_CACHE_DIR and DATASETS.TRAIN are read from it")
+    p.add_argument("--dataset", default="", help="registered dataset (default: DATASETS.TRAIN[0])")
+    p.add_argument("--proposals", default="", help="Detectron2 proposal file (PROPOSAL_FILES pickle)")
+    p.add_argument("--detector-config", default="", help="config of a trained class-agnostic detector / RPN")
+    p.add_argument("--detector-weights", default="", help="its weights")
+    p.add_argument("--output", default="", help="cache folder (default: MODEL.VILD.REGION_CACHE_DIR)")
+    p.add_argument("--shard-size", type=int, default=d.shard_size, help="images per shard")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="crops per encoder forward")
+    p.add_argument("--combine", choices=("sum", "first"), default=d.combine)
+    p.add_argument("--num-workers", type=int, default=2, help="image-decoding DataLoader workers")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes on this machine (gloo on CPU)")
+    p.add_argument("--dist-url", default="auto")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    return p
+
+
+def build_from_args(args) -> None:
+    setup_logger(name="vild_d2")
+    cfg = get_cfg()
+    add_vild_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    dataset = args.dataset or cfg.DATASETS.TRAIN[0]
+    out = args.output or cfg.MODEL.VILD.REGION_CACHE_DIR
+    if not out:
+        raise ValueError("no output folder: pass --output or set MODEL.VILD.REGION_CACHE_DIR")
+    if bool(args.proposals) == bool(args.detector_weights):
+        raise ValueError("give exactly one proposal source: --proposals FILE, or --detector-config and "
+                         "--detector-weights")
+    if args.proposals:
+        source = ProposalFileSource(args.proposals)
+    else:
+        det_cfg = get_cfg()
+        add_vild_config(det_cfg)
+        det_cfg.merge_from_file(args.detector_config or args.config_file)
+        det_cfg.MODEL.RPN.POST_NMS_TOPK_TEST = max(det_cfg.MODEL.RPN.POST_NMS_TOPK_TEST, cfg.MODEL.VILD.NUM_CACHED_PROPOSALS)
+        source = DetectorProposalSource(det_cfg, args.detector_weights, args.device)
+    model = load_clip(cfg.MODEL.VILD.CLIP_MODEL, args.device)
+    settings = RegionCacheSettings(num_proposals=cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
+                                   scales=tuple(cfg.MODEL.VILD.CROP_SCALES), combine=args.combine,
+                                   shard_size=args.shard_size, batch_size=args.batch_size)
+    build_region_cache(out, DatasetCatalog.get(dataset), source, model, cfg.MODEL.VILD.CLIP_MODEL, settings,
+                       dataset_name=dataset, num_workers=args.num_workers)
+    logger.info("region cache ready: %s", out)
