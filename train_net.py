@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""Train or evaluate a ViLD model: ``python train_net.py --config-file CFG [--eval-only]``.
+"""Train or evaluate a ViLD model: ``python train_net.py --config-file CFG [--eval-only] [--resume]``.
 
 Multi-GPU: ``--num-gpus 8``; several machines: ``--num-machines``, ``--machine-rank``,
-``--dist-url``, as in every Detectron2 project.
+``--dist-url``, as in every Detectron2 project. Also runs under ``torchrun``.
 """
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 import vild_d2  # noqa: F401  (registers components and datasets)
-from vild_d2.engine import ViLDTrainer, setup_cfg
+from vild_d2.engine import ViLDTrainer, init_torchrun, setup_cfg
 
 
 def main(args):
@@ -24,5 +24,6 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    init_torchrun()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -22,6 +22,23 @@ def random_classifier(path, names, dim=64, seed=0, clip="name:test"):
     return str(save_text_classifier(path, emb, names, {"clip": clip}))
 
 
+@pytest.fixture(scope="session")
+def toy_env(tmp_path_factory):
+    """<tmp>/toy_v1: a 10 + 4 image toy world registered as ``tiny_toy_*``; <tmp>/clip.pt: a
+    random toy-sized CLIP that ``clip.load`` accepts. Subprocesses see the world as ``toy_v1_*``
+    with ``DETECTRON2_DATASETS=<tmp>``."""
+    from vild_d2.data.builtin import register_toy_world
+    from vild_d2.toy import ToyWorldSettings, build_toy_world
+    from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
+
+    base = tmp_path_factory.mktemp("toy_env")
+    build_toy_world(base / "toy_v1", ToyWorldSettings(num_train=10, num_val=4, seed=5), workers=1)
+    register_toy_world(str(base / "toy_v1"), prefix="tiny_toy")
+    torch.manual_seed(0)
+    torch.save(build_toy_clip(TeacherSettings()).state_dict(), base / "clip.pt")
+    return base
+
+
 @pytest.fixture
 def toy_cfg(tmp_path):
     """Frozen-able toy config whose train/test classifiers are random 64-d files."""

@@ -21,23 +21,17 @@ from vild_d2.region_cache import (CacheMismatchError, CorruptCacheError, Proposa
 from vild_d2.region_cache.cli import build_from_args, make_parser
 from vild_d2.region_cache.storage import write_manifest, write_shard
 from vild_d2.text_classifier import load_clip
-from vild_d2.toy import ToyWorldSettings, build_toy_world
-from vild_d2.data.builtin import register_toy_world
-from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
 
 from .conftest import REPO, TOY_CFG
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A 10-image toy world at <tmp>/toy_v1, a random tiny CLIP and a proposal file."""
-    base = tmp_path_factory.mktemp("rc")
-    build_toy_world(base / "toy_v1", ToyWorldSettings(num_train=10, num_val=2, seed=5), workers=1)
-    register_toy_world(str(base / "toy_v1"), prefix="rc_toy")
-    torch.manual_seed(0)
-    torch.save(build_toy_clip(TeacherSettings()).state_dict(), base / "clip.pt")
+def world(toy_env):
+    """The shared tiny toy world and CLIP, plus a proposal file holding each image's ground-truth
+    boxes (objectness 10) and 12 random boxes."""
+    base = toy_env
     rng = np.random.default_rng(0)
-    records = DatasetCatalog.get("rc_toy_train_full")
+    records = DatasetCatalog.get("tiny_toy_train_full")
     ids, boxes, scores = [], [], []
     for r in records:
         gt = np.array([a["bbox"] for a in r["annotations"]], np.float32).reshape(-1, 4)
@@ -55,8 +49,8 @@ def world(tmp_path_factory):
 def _build(world, out, shard_size=3, combine="sum"):
     settings = RegionCacheSettings(num_proposals=8, shard_size=shard_size, combine=combine)
     model = load_clip(str(world / "clip.pt"))
-    return build_region_cache(out, DatasetCatalog.get("rc_toy_train_full"), ProposalFileSource(str(world / "proposals.pkl")),
-                              model, str(world / "clip.pt"), settings, dataset_name="rc_toy_train_full", num_workers=0)
+    return build_region_cache(out, DatasetCatalog.get("tiny_toy_train_full"), ProposalFileSource(str(world / "proposals.pkl")),
+                              model, str(world / "clip.pt"), settings, dataset_name="tiny_toy_train_full", num_workers=0)
 
 
 def _bytes(folder):
@@ -86,7 +80,7 @@ def test_storage_round_trip_several_shards(tmp_path):
 
 def test_build_contents(world, tmp_path):
     cache = RegionCache(_build(world, tmp_path / "c"), expected={"num_proposals": 8, "dim": 64})
-    records = DatasetCatalog.get("rc_toy_train_full")
+    records = DatasetCatalog.get("tiny_toy_train_full")
     assert len(cache) == len(records)
     boxes, embeds, scores = cache.get(records[0]["image_id"])
     assert boxes.dtype == np.float32 and embeds.dtype == np.float16 and len(boxes) <= 8
@@ -103,7 +97,7 @@ def test_mapper_applies_image_transforms_to_cached_boxes(world, tmp_path, toy_cf
     toy_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS = 8
     augs = [T.ResizeShortestEdge(200, 400), T.RandomFlip(prob=1.0)]
     mapper = ViLDDatasetMapper(toy_cfg, is_train=True, augmentations=augs)
-    record = DatasetCatalog.get("rc_toy_train_full")[0]
+    record = DatasetCatalog.get("tiny_toy_train_full")[0]
     out_dict = mapper(record)
     regions, gt = out_dict["clip_regions"], out_dict["instances"]
     assert regions.image_size == tuple(out_dict["image"].shape[1:])
@@ -127,7 +121,7 @@ def test_mapper_missing_entry_error_and_skip(world, tmp_path, toy_cfg):
     out = _build(world, tmp_path / "c")
     toy_cfg.MODEL.VILD.REGION_CACHE_DIR = str(out)
     toy_cfg.MODEL.VILD.CLIP_MODEL = str(world / "clip.pt")
-    record = dict(DatasetCatalog.get("rc_toy_train_full")[0], image_id=999)
+    record = dict(DatasetCatalog.get("tiny_toy_train_full")[0], image_id=999)
     with pytest.raises(KeyError, match="image 999.*SKIP_MISSING_REGIONS"):
         ViLDDatasetMapper(toy_cfg, is_train=True)(dict(record))
     toy_cfg.DATASETS.VILD.SKIP_MISSING_REGIONS = True
@@ -151,7 +145,7 @@ def test_corrupt_shard_and_manifest_mismatch(world, tmp_path, toy_cfg):
     emb.write_bytes(bytes(data))
     cache = RegionCache(out)
     with pytest.raises(CorruptCacheError, match="shard_00001.*checksum"):
-        cache.get(DatasetCatalog.get("rc_toy_train_full")[3]["image_id"])
+        cache.get(DatasetCatalog.get("tiny_toy_train_full")[3]["image_id"])
 
 
 def _cli(world, out, *extra):

@@ -49,5 +49,12 @@ def add_vild_config(cfg: CN) -> None:
     # Train images missing from the region cache without ViLD-image (counted warning)
     # instead of stopping with an error.
     _C.DATASETS.VILD.SKIP_MISSING_REGIONS = False
-    # Root of the synthetic toy world (see datasets/prepare_toy.py).
-    _C.DATASETS.VILD.TOY_ROOT = "datasets/toy_v1"
+    # Extra datasets registered by train_net.py: entries [name, json_file, image_root,
+    # vocabulary ("all" or "base"), format ("lvis" or "coco")]; the last two optional.
+    _C.DATASETS.VILD.REGISTER = []
+    # Class names treated as novel in DATASETS.VILD.REGISTER jsons without LVIS frequencies.
+    _C.DATASETS.VILD.NOVEL_CLASSES = []
+    # Large-scale jitter: output side of the square training crop (0 = off, use INPUT.*).
+    _C.DATASETS.VILD.LSJ_IMAGE_SIZE = 0
+    # Large-scale jitter: range of the random rescale factor.
+    _C.DATASETS.VILD.LSJ_SCALE_RANGE = [0.1, 2.0]

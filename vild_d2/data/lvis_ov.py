@@ -9,14 +9,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import load_coco_json
 from detectron2.data.datasets.lvis import load_lvis_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register_ov_lvis_instances", "ov_lvis_metadata", "load_ov_lvis_json"]
+__all__ = ["register_ov_lvis_instances", "ov_lvis_metadata", "load_ov_lvis_json", "register_from_config"]
 
 VOCABULARIES = ("all", "base")
 
@@ -33,7 +34,8 @@ def ov_lvis_metadata(categories: List[dict], vocabulary: str = "all") -> Dict:
     cats = _vocabulary(categories, vocabulary)
     freqs = [c.get("frequency", "f") for c in cats]
     return {
-        "thing_classes": [c["name"] for c in cats],
+        # Detectron2's LVIS convention: the first synonym names the class.
+        "thing_classes": [(c.get("synonyms") or [c["name"]])[0] for c in cats],
         "class_synonyms": [c.get("synonyms") or [c["name"]] for c in cats],
         "class_frequencies": freqs,
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
@@ -43,18 +45,22 @@ def ov_lvis_metadata(categories: List[dict], vocabulary: str = "all") -> Dict:
     }
 
 
-def load_ov_lvis_json(json_file: str, image_root: str, id_map: Dict[int, int], prepare_hint: str = "") -> List[dict]:
-    """Detectron2's LVIS loader, with category ids mapped through ``id_map`` (json id ->
+def load_ov_lvis_json(json_file: str, image_root: str, id_map: Dict[int, int], prepare_hint: str = "",
+                      fmt: str = "lvis") -> List[dict]:
+    """Detectron2's LVIS (or COCO) loader, with category ids mapped through ``id_map`` (json id ->
     contiguous id); annotations of categories outside the vocabulary are dropped, images kept."""
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"dataset json {json_file} not found. {prepare_hint}".strip())
-    # Detectron2 joins image_root and the coco_url folder by string addition.
-    root = image_root if image_root.endswith(os.sep) else image_root + os.sep
-    dicts = load_lvis_json(json_file, root)  # category_id = json id - 1
+    if fmt == "lvis":
+        # Detectron2 joins image_root and the coco_url folder by string addition.
+        root = image_root if image_root.endswith(os.sep) else image_root + os.sep
+        dicts, offset = load_lvis_json(json_file, root), 1  # category_id = json id - 1
+    else:
+        dicts, offset = load_coco_json(json_file, image_root), 0  # raw json ids
     for record in dicts:
-        annos = [a for a in record["annotations"] if a["category_id"] + 1 in id_map]
+        annos = [a for a in record.get("annotations", []) if a["category_id"] + offset in id_map]
         for a in annos:
-            a["category_id"] = id_map[a["category_id"] + 1]
+            a["category_id"] = id_map[a["category_id"] + offset]
         record["annotations"] = annos
     return dicts
 
@@ -67,6 +73,8 @@ def register_ov_lvis_instances(
     vocabulary: str = "all",
     categories: Optional[List[dict]] = None,
     prepare_hint: str = "",
+    novel_classes: Sequence[str] = (),
+    fmt: str = "lvis",
 ) -> None:
     """Register an LVIS-format dataset under ``name`` with LVIS evaluation.
 
@@ -75,13 +83,37 @@ def register_ov_lvis_instances(
         categories: the json's category list; read from ``json_file`` when omitted
             (pass it to register before the file exists).
         prepare_hint: appended to the error raised when ``json_file`` is missing.
+        novel_classes: class names treated as novel (rare), for jsons without LVIS ``frequency``.
+        fmt: ``"lvis"`` (LVIS evaluation) or ``"coco"`` (COCO json, open-vocabulary COCO evaluation).
     """
     if categories is None:
         if not os.path.isfile(json_file):
             raise FileNotFoundError(f"dataset json {json_file} not found. {prepare_hint}".strip())
         categories = json.loads(Path(json_file).read_text())["categories"]
+    if fmt not in ("lvis", "coco"):
+        raise ValueError(f"dataset format must be 'lvis' or 'coco', got {fmt!r}")
+    unknown = set(novel_classes) - {c["name"] for c in categories}
+    if unknown:
+        raise ValueError(f"novel classes {sorted(unknown)} are not categories of {json_file}")
+    categories = [dict(c, frequency="r") if c["name"] in set(novel_classes) else c for c in categories]
     meta = ov_lvis_metadata(categories, vocabulary)
     id_map = meta["thing_dataset_id_to_contiguous_id"]
-    DatasetCatalog.register(name, lambda: load_ov_lvis_json(json_file, image_root, id_map, prepare_hint))
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="lvis", **meta)
+    DatasetCatalog.register(name, lambda: load_ov_lvis_json(json_file, image_root, id_map, prepare_hint, fmt))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root,
+                                  evaluator_type="lvis" if fmt == "lvis" else "coco_ov", **meta)
     logger.debug("registered %s (%d classes, vocabulary=%s)", name, len(meta["thing_classes"]), vocabulary)
+
+
+def register_from_config(cfg) -> None:
+    """Register the datasets listed in ``DATASETS.VILD.REGISTER`` (entries
+    ``[name, json_file, image_root, vocabulary, format]``, the last two optional), with
+    ``DATASETS.VILD.NOVEL_CLASSES`` as novel names for jsons without LVIS frequencies."""
+    for entry in cfg.DATASETS.VILD.REGISTER:
+        if not 3 <= len(entry) <= 5:
+            raise ValueError(f"DATASETS.VILD.REGISTER entry {entry} must be [name, json_file, image_root"
+                             ", vocabulary (all|base), format (lvis|coco)]")
+        name, json_file, image_root, vocabulary, fmt = (list(entry) + ["all", "lvis"][len(entry) - 3:])[:5]
+        if name in DatasetCatalog.list():
+            continue
+        register_ov_lvis_instances(name, json_file, image_root, vocabulary=vocabulary, fmt=fmt,
+                                   novel_classes=cfg.DATASETS.VILD.NOVEL_CLASSES)

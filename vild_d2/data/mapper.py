@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
+from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
@@ -45,6 +46,11 @@ class ViLDDatasetMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
+        size = cfg.DATASETS.VILD.LSJ_IMAGE_SIZE
+        if is_train and size > 0:  # large-scale jitter, as in the ViLD recipe
+            lo, hi = cfg.DATASETS.VILD.LSJ_SCALE_RANGE
+            ret["augmentations"] = [T.ResizeScale(lo, hi, size, size), T.FixedSizeCrop((size, size)),
+                                    T.RandomFlip()]
         use_cache = is_train and cfg.MODEL.VILD.MODE != "text"
         if use_cache and not cfg.MODEL.VILD.REGION_CACHE_DIR:
             raise ValueError(f"MODEL.VILD.MODE={cfg.MODEL.VILD.MODE!r} trains with cached CLIP regions: set "

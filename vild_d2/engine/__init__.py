@@ -1,4 +1,4 @@
 """Training and evaluation entry points (used by train_net.py)."""
-from .trainer import ViLDTrainer, setup_cfg
+from .trainer import ViLDTrainer, init_torchrun, setup_cfg, summary_table
 
-__all__ = ["ViLDTrainer", "setup_cfg"]
+__all__ = ["ViLDTrainer", "init_torchrun", "setup_cfg", "summary_table"]

@@ -1,17 +1,62 @@
-"""The ViLD trainer: Detectron2's ``DefaultTrainer`` with open-vocabulary evaluators."""
+"""The ViLD trainer: Detectron2's ``DefaultTrainer`` with the ViLD data mapper, open-vocabulary
+evaluators, a per-dataset inference vocabulary and a one-table summary (AP, APr, APc, APf)."""
+import contextlib
+import json
+import logging
 import os
+from collections import OrderedDict
 
+import detectron2.engine.defaults as d2_defaults
+import torch
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from tabulate import tabulate
 
 from ..config import add_vild_config
+from ..data import ViLDDatasetMapper, register_from_config
+from ..evaluation import OVCOCOEvaluator
+from ..modeling.vocabulary import set_dataset_vocabulary
 
-__all__ = ["ViLDTrainer", "setup_cfg"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["ViLDTrainer", "setup_cfg", "summary_table"]
+
+
+@contextlib.contextmanager
+def _cpu_ddp():
+    """DefaultTrainer passes ``device_ids=[local_rank]`` to DDP, which DDP rejects for CPU models
+    (multi-process gloo runs); for those, wrap with ``device_ids=None`` instead."""
+    original = d2_defaults.create_ddp_model
+
+    def create(model, **kwargs):
+        if next(model.parameters()).device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
 
 
 class ViLDTrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        with _cpu_ddp():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=ViLDDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=ViLDDatasetMapper(cfg, is_train=False))
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -19,18 +64,66 @@ class ViLDTrainer(DefaultTrainer):
         if evaluator_type == "lvis":
             return LVISEvaluator(dataset_name, output_dir=output_folder,
                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        if evaluator_type == "coco_ov":
+            return OVCOCOEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type == "coco":
             return COCOEvaluator(dataset_name, output_dir=output_folder)
         raise ValueError(f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; "
-                         "vild_d2 evaluates 'lvis' and 'coco' datasets")
+                         "vild_d2 evaluates 'lvis', 'coco_ov' and 'coco' datasets")
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        results = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            set_dataset_vocabulary(model, cfg, name)
+            one = cfg.clone()
+            one.defrost()
+            one.DATASETS.TEST = (name,)
+            # one dataset: DefaultTrainer.test returns its results unwrapped
+            results[name] = super().test(one, model, [evaluators[idx]] if evaluators else None)
+        if comm.is_main_process() and results:
+            logger.info("ViLD evaluation summary:\n%s", summary_table(results))
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
+                json.dump(results, f, indent=1)
+        return results
+
+
+def summary_table(results) -> str:
+    """One table: a row per (dataset, task) with AP, APr, APc, APf (LVIS) or AP50 novel/base/all."""
+    rows = []
+    for dataset, tasks in results.items():
+        for task in ("segm", "bbox"):
+            r = tasks.get(task)
+            if r is None:
+                continue
+            keys = ("AP", "APr", "APc", "APf") if "APr" in r else ("AP", "AP50_novel", "AP50_base", "AP50_all")
+            rows.append([dataset, task, *[f"{r.get(k, float('nan')):.1f}" for k in keys]])
+    lvis = any("APr" in t.get("bbox", {}) for t in results.values())
+    header = ["dataset", "task", "AP", "APr", "APc", "APf"] if lvis else \
+        ["dataset", "task", "AP", "AP50 novel", "AP50 base", "AP50 all"]
+    return tabulate(rows, headers=header, tablefmt="pipe")
 
 
 def setup_cfg(args):
-    """Config from ``--config-file`` and ``opts`` with the ViLD keys; Detectron2's default setup."""
+    """Config from ``--config-file`` and ``opts`` with the ViLD keys; Detectron2's default setup;
+    datasets named in ``DATASETS.VILD.REGISTER`` registered."""
     cfg = get_cfg()
     add_vild_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    register_from_config(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
     return cfg
+
+
+def init_torchrun() -> None:
+    """Join the process group when started by ``torchrun`` (Detectron2's ``launch`` does it itself)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    comm.create_local_process_group(int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

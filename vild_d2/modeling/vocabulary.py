@@ -57,3 +57,20 @@ def resolve_vocabularies(cfg) -> Dict:
         novel = list(MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("novel_class_ids", []))
     return {"train_embeddings": train_emb, "test_embeddings": test_emb,
             "test_class_names": test_names, "novel_class_ids": novel}
+
+
+def set_dataset_vocabulary(model, cfg, dataset_name: str) -> None:
+    """Point a ViLD model's inference vocabulary at ``dataset_name`` (no-op when it already is)."""
+    model = getattr(model, "module", model)  # DDP
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    names = dataset_class_names([dataset_name])
+    if not hasattr(predictor, "set_vocabulary") or names is None or predictor.test_class_names == list(names):
+        return
+    key = "TEST_TEXT_EMBEDDINGS" if cfg.DATASETS.TEST and dataset_name == cfg.DATASETS.TEST[0] else ""
+    cfg_for_dataset = cfg.clone()
+    cfg_for_dataset.defrost()
+    if not key:
+        cfg_for_dataset.MODEL.VILD.TEST_TEXT_EMBEDDINGS = ""  # another dataset: build or reuse its own
+    emb, _ = _load(cfg_for_dataset, "TEST_TEXT_EMBEDDINGS", [dataset_name])
+    novel = MetadataCatalog.get(dataset_name).get("novel_class_ids", [])
+    predictor.set_vocabulary(emb, names, novel)

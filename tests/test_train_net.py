@@ -1,0 +1,139 @@
+"""Datasets, evaluators and train_net.py: LVIS/COCO open-vocabulary splits, instant train + eval."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import LVISEvaluator
+from detectron2.structures import BitMasks, Instances
+
+from vild_d2.data import register_ov_lvis_instances
+from vild_d2.engine import ViLDTrainer
+from vild_d2.evaluation import OVCOCOEvaluator
+
+from .conftest import REPO
+
+INSTANT = REPO / "configs/toy/quick_schedules/ViLD-Toy-text-instant_test.yaml"
+
+
+def test_lvis_v1_open_vocabulary_split():
+    val = MetadataCatalog.get("lvis_v1_val")
+    freqs = val.class_frequencies
+    assert (freqs.count("f"), freqs.count("c"), freqs.count("r")) == (405, 461, 337)
+    assert len(val.novel_class_ids) == 337 and len(val.thing_classes) == 1203
+    base = MetadataCatalog.get("lvis_v1_train_base")
+    assert len(base.thing_classes) == 866 and base.evaluator_type == "lvis"
+    assert [val.thing_classes[i] for i in val.base_class_ids] == base.thing_classes
+    coco = MetadataCatalog.get("coco_2017_val_ov_all")
+    assert len(coco.thing_classes) == 65 and len(coco.novel_class_ids) == 17
+    assert len(MetadataCatalog.get("coco_2017_train_ov_base").thing_classes) == 48
+
+
+def test_missing_lvis_json_names_the_path():
+    with pytest.raises(FileNotFoundError, match="lvis_v1_train.json.*datasets/README.md"):
+        DatasetCatalog.get("lvis_v1_train_base")
+
+
+def test_base_split_drops_exactly_rare_annotations(toy_env):
+    full = DatasetCatalog.get("tiny_toy_train_full")
+    base = DatasetCatalog.get("tiny_toy_train_base")
+    assert [r["image_id"] for r in base] == [r["image_id"] for r in full]  # every image kept
+    names_full = MetadataCatalog.get("tiny_toy_train_full").thing_classes
+    names_base = MetadataCatalog.get("tiny_toy_train_base").thing_classes
+    rare = set(MetadataCatalog.get("tiny_toy_train_full").novel_class_ids)
+    for rb, rf in zip(base, full):
+        kept = [names_full[a["category_id"]] for a in rf["annotations"] if a["category_id"] not in rare]
+        assert [names_base[a["category_id"]] for a in rb["annotations"]] == kept
+    # A json without LVIS frequencies: novel classes by name; the same path a user takes.
+    json_file = toy_env / "toy_v1/annotations/toy_v1_val.json"
+    data = json.loads(json_file.read_text())
+    for c in data["categories"]:
+        c.pop("frequency")
+    plain = toy_env / "plain.json"
+    plain.write_text(json.dumps(data))
+    register_ov_lvis_instances("plain_base", str(plain), str(toy_env / "toy_v1/images"), vocabulary="base",
+                               novel_classes=["red_circle", "blue_star"])
+    assert len(MetadataCatalog.get("plain_base").thing_classes) == 22
+    with pytest.raises(ValueError, match="purple_moon"):
+        register_ov_lvis_instances("bad", str(plain), "x", novel_classes=["purple_moon"])
+
+
+def _perfect_outputs(records):
+    outputs = []
+    for r in records:
+        inst = Instances((r["height"], r["width"]))
+        from detectron2.structures import Boxes, BoxMode, PolygonMasks
+
+        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in r["annotations"]]
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        inst.scores = torch.ones(len(boxes))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in r["annotations"]], dtype=torch.long)
+        polys = PolygonMasks([a["segmentation"] for a in r["annotations"]])
+        inst.pred_masks = BitMasks.from_polygon_masks(polys, r["height"], r["width"]).tensor
+        outputs.append({"instances": inst})
+    return outputs
+
+
+def test_lvis_evaluator_perfect_predictions(toy_env, tmp_path):
+    records = DatasetCatalog.get("tiny_toy_val")
+    ev = LVISEvaluator("tiny_toy_val", output_dir=str(tmp_path), max_dets_per_image=300)
+    ev.reset()
+    ev.process([{"image_id": r["image_id"]} for r in records], _perfect_outputs(records))
+    res = ev.evaluate()
+    for task in ("bbox", "segm"):
+        assert res[task]["AP"] == pytest.approx(100.0)
+        assert {"APr", "APc", "APf"} <= set(res[task])
+
+
+def test_coco_ov_evaluator_reports_novel_base_all(toy_env, tmp_path):
+    data = json.loads((toy_env / "toy_v1/annotations/toy_v1_val.json").read_text())
+    for a in data["annotations"]:
+        a["iscrowd"] = 0  # COCO format
+    coco_json = tmp_path / "coco.json"
+    coco_json.write_text(json.dumps(data))
+    register_ov_lvis_instances("tiny_toy_val_coco", str(coco_json), str(toy_env / "toy_v1/images"), fmt="coco")
+    records = DatasetCatalog.get("tiny_toy_val_coco")
+    ev = ViLDTrainer.build_evaluator(_cfg_stub(tmp_path), "tiny_toy_val_coco")
+    assert isinstance(ev, OVCOCOEvaluator)
+    ev.reset()
+    ev.process([{"image_id": r["image_id"]} for r in records], _perfect_outputs(records))
+    res = ev.evaluate()["bbox"]
+    assert res["AP50_novel"] == pytest.approx(100.0) and res["AP50_base"] == pytest.approx(100.0)
+    assert res["AP50_all"] == pytest.approx(100.0)
+
+
+def _cfg_stub(tmp_path):
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    return cfg
+
+
+def _train_net(toy_env, out, *extra):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(toy_env), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "train_net.py"), "--config-file", str(INSTANT), *extra,
+           "MODEL.VILD.CLIP_MODEL", str(toy_env / "clip.pt"), "OUTPUT_DIR", str(out),
+           "MODEL.VILD.TEXT_CACHE_DIR", str(out / "text_classifiers")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_instant_train_eval_then_eval_only_reproduces(toy_env, tmp_path):
+    log = _train_net(toy_env, tmp_path / "run")
+    assert "ViLD evaluation summary" in log and "APr" in log
+    results = json.loads((tmp_path / "run/eval_results.json").read_text())
+    assert {"AP", "APr", "APc", "APf"} <= set(results["toy_v1_val"]["segm"])
+    log = _train_net(toy_env, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "run/model_final.pth"))
+    again = json.loads((tmp_path / "eval/eval_results.json").read_text())
+    assert again["toy_v1_val"]["bbox"]["AP"] == pytest.approx(results["toy_v1_val"]["bbox"]["AP"], abs=1e-6)
+
+
+def test_two_process_gloo_train_net(toy_env, tmp_path):
+    log = _train_net(toy_env, tmp_path / "ddp", "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2")
+    assert "ViLD evaluation summary" in log
+    assert (tmp_path / "ddp/eval_results.json").is_file() and (tmp_path / "ddp/model_final.pth").is_file()
