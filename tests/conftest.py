@@ -53,3 +53,32 @@ def toy_cfg(tmp_path):
     cfg.MODEL.DEVICE = "cpu"
     cfg.OUTPUT_DIR = str(tmp_path / "output")
     return cfg
+
+
+INSTANT = REPO / "configs/toy/quick_schedules/ViLD-Toy-text-instant_test.yaml"
+
+
+def run_script(script, toy_env, *args):
+    """Run a repository script on the tiny toy world with the random tiny CLIP; return its log."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DETECTRON2_DATASETS=str(toy_env), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(REPO / script), *args], env=env, capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def train_net(toy_env, out, *extra):
+    return run_script("train_net.py", toy_env, "--config-file", str(INSTANT), *extra,
+                      "MODEL.VILD.CLIP_MODEL", str(toy_env / "clip.pt"), "OUTPUT_DIR", str(out),
+                      "MODEL.VILD.TEXT_CACHE_DIR", str(out / "text_classifiers"))
+
+
+@pytest.fixture(scope="session")
+def instant_run(toy_env, tmp_path_factory):
+    """A few-iteration ViLD-text model trained through train_net.py: (output folder, log)."""
+    out = tmp_path_factory.mktemp("instant")
+    return out, train_net(toy_env, out)

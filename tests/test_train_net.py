@@ -1,8 +1,5 @@
 """Datasets, evaluators and train_net.py: LVIS/COCO open-vocabulary splits, instant train + eval."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,9 +11,7 @@ from vild_d2.data import register_ov_lvis_instances
 from vild_d2.engine import ViLDTrainer
 from vild_d2.evaluation import OVCOCOEvaluator
 
-from .conftest import REPO
-
-INSTANT = REPO / "configs/toy/quick_schedules/ViLD-Toy-text-instant_test.yaml"
+from .conftest import train_net
 
 
 def test_lvis_v1_open_vocabulary_split():
@@ -113,27 +108,29 @@ def _cfg_stub(tmp_path):
     return cfg
 
 
-def _train_net(toy_env, out, *extra):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(toy_env), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(REPO / "train_net.py"), "--config-file", str(INSTANT), *extra,
-           "MODEL.VILD.CLIP_MODEL", str(toy_env / "clip.pt"), "OUTPUT_DIR", str(out),
-           "MODEL.VILD.TEXT_CACHE_DIR", str(out / "text_classifiers")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
-def test_instant_train_eval_then_eval_only_reproduces(toy_env, tmp_path):
-    log = _train_net(toy_env, tmp_path / "run")
+def test_instant_train_eval_then_eval_only_reproduces(toy_env, instant_run, tmp_path):
+    run, log = instant_run
     assert "ViLD evaluation summary" in log and "APr" in log
-    results = json.loads((tmp_path / "run/eval_results.json").read_text())
+    results = json.loads((run / "eval_results.json").read_text())
     assert {"AP", "APr", "APc", "APf"} <= set(results["toy_v1_val"]["segm"])
-    log = _train_net(toy_env, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "run/model_final.pth"))
+    train_net(toy_env, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", str(run / "model_final.pth"))
     again = json.loads((tmp_path / "eval/eval_results.json").read_text())
     assert again["toy_v1_val"]["bbox"]["AP"] == pytest.approx(results["toy_v1_val"]["bbox"]["AP"], abs=1e-6)
 
 
 def test_two_process_gloo_train_net(toy_env, tmp_path):
-    log = _train_net(toy_env, tmp_path / "ddp", "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2")
+    log = train_net(toy_env, tmp_path / "ddp", "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "2")
     assert "ViLD evaluation summary" in log
     assert (tmp_path / "ddp/eval_results.json").is_file() and (tmp_path / "ddp/model_final.pth").is_file()
+
+
+def test_prepare_lvis_base_split_file(toy_env, tmp_path):
+    from vild_d2.data.lvis_ov import write_base_split
+
+    src = toy_env / "toy_v1/annotations/toy_v1_train_full.json"
+    stats = write_base_split(str(src), str(tmp_path / "base.json"))
+    full, base = json.loads(src.read_text()), json.loads((tmp_path / "base.json").read_text())
+    rare = {c["id"] for c in full["categories"] if c["frequency"] == "r"}
+    assert base["images"] == full["images"] and base["categories"] == full["categories"]
+    assert base["annotations"] == [a for a in full["annotations"] if a["category_id"] not in rare]
+    assert stats["dropped"] == len(full["annotations"]) - len(base["annotations"]) > 0

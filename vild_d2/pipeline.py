@@ -1,51 +1,208 @@
-"""The main job on the toy world (``make demo``): every stage a user runs by hand, cached.
+"""The main job on the toy world (``make demo``), built from the same tools a user runs by hand:
 
-Stages so far: toy world -> toy CLIP teacher (with its zero-shot report). Each stage skips
-itself when its artifact exists for the same settings; later stages join as they land.
-Run as ``python -m vild_d2.pipeline``.
+toy world -> toy CLIP teacher -> text classifiers (base for training, all for evaluation) ->
+class-agnostic RPN trained on base boxes -> CLIP region cache of its proposals -> ViLD training
+-> LVIS evaluation (AP, APr, APc, APf) -> proposal recall AR@300 (novel vs base) -> pictures.
+
+Every stage writes into a folder keyed by a hash of everything it depends on, so a rerun skips
+finished stages and a changed setting redoes only what depends on it. Run as
+``python -m vild_d2.pipeline [--output output/demo]``.
 """
 import argparse
+import dataclasses
+import hashlib
 import json
 import logging
 import time
+from pathlib import Path
+from typing import Dict
 
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.structures import BoxMode, Boxes, pairwise_iou
 from detectron2.utils.logger import setup_logger
+from PIL import Image
 
+from .config import add_vild_config
 from .data.builtin import default_toy_root
+from .engine import ViLDTrainer, summary_table
+from .region_cache import DetectorProposalSource, RegionCacheSettings, build_region_cache
+from .text_classifier import cached_text_classifier, load_clip
 from .toy import ToyWorldSettings, build_toy_world
+from .toy.dataset import read_settings
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
+from .visualize import draw_detections
 
 logger = logging.getLogger("vild_d2.pipeline")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
 
 
-def run_pipeline(world_root: str, world: ToyWorldSettings, teacher: TeacherSettings) -> dict:
-    timings = {}
+@dataclasses.dataclass(frozen=True)
+class PipelineSettings:
+    world: ToyWorldSettings = ToyWorldSettings()
+    teacher: TeacherSettings = TeacherSettings()
+    vild_config: str = str(CONFIGS / "ViLD-Toy-ensemble.yaml")
+    rpn_config: str = str(CONFIGS / "RPN-Toy-R18-FPN.yaml")
+    opts: tuple = ()  # config overrides for the ViLD model, KEY VALUE ...
+    rpn_opts: tuple = ()
+    num_pictures: int = 8
 
-    t0 = time.perf_counter()
-    built = build_toy_world(world_root, world)
-    timings["toy world"] = (time.perf_counter() - t0, "built" if built else "cached")
 
-    t0 = time.perf_counter()
-    cached = teacher_path(world_root, teacher).is_file()
-    path = ensure_teacher(world_root, teacher)
-    timings["toy CLIP teacher"] = (time.perf_counter() - t0, "cached" if cached else "trained")
+# Seconds instead of minutes: tiny world, few steps. For tests and smoke runs only.
+FAST = PipelineSettings(
+    world=ToyWorldSettings(num_train=16, num_val=4),
+    teacher=TeacherSettings(steps=20, batch_size=32, warmup=5),
+    opts=("SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "SOLVER.IMS_PER_BATCH", "2",
+          "MODEL.VILD.NUM_CACHED_PROPOSALS", "8", "TEST.DETECTIONS_PER_IMAGE", "20"),
+    rpn_opts=("SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "SOLVER.IMS_PER_BATCH", "2"),
+    num_pictures=2,
+)
 
-    report = json.loads(path.with_suffix(".json").read_text())["zero_shot_val"]
-    for stage, (secs, how) in timings.items():
-        logger.info("stage %-18s %-8s %6.1f s", stage, how, secs)
-    logger.info("toy CLIP zero-shot accuracy on val crops (%d objects):", report["1.0x"]["crops"])
-    for scale, acc in report.items():
-        logger.info("  %s crops: all %.1f%%  rare/novel %.1f%%  base %.1f%%",
-                    scale, 100 * acc["all"], 100 * acc["rare"], 100 * acc["base"])
-    return {"teacher": str(path), "zero_shot_val": report, "timings": timings}
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _cfg(path, opts, **overrides):
+    cfg = get_cfg()
+    add_vild_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    for k, v in overrides.items():
+        cfg.merge_from_list([k, v])
+    return cfg
+
+
+class Pipeline:
+    def __init__(self, out: str, world_root: str, s: PipelineSettings):
+        self.out, self.world_root, self.s = Path(out), world_root, s
+        self.timings: Dict[str, tuple] = {}
+
+    def stage(self, name: str, done: bool, fn):
+        t0 = time.perf_counter()
+        if done:
+            logger.info("stage %s: cached, skipped", name)
+            result = fn(skip=True)
+        else:
+            logger.info("stage %s: running", name)
+            result = fn(skip=False)
+        self.timings[name] = (time.perf_counter() - t0, "cached" if done else "ran")
+        return result
+
+    def run(self) -> Dict:
+        s = self.s
+        self.stage("toy world", read_settings(self.world_root) == dataclasses.asdict(s.world),
+                   lambda skip: build_toy_world(self.world_root, s.world))
+        teacher = str(self.stage("toy CLIP teacher", teacher_path(self.world_root, s.teacher).is_file(),
+                                 lambda skip: ensure_teacher(self.world_root, s.teacher)))
+        text_dir = self.out / "text_classifiers"
+        train_cls, test_cls = (str(cached_text_classifier(text_dir, d, teacher)) for d in
+                               ("toy_v1_train_base", "toy_v1_val"))
+        common = {"MODEL.VILD.CLIP_MODEL": teacher, "MODEL.VILD.TEXT_EMBEDDINGS": train_cls}
+        rpn_cfg = _cfg(s.rpn_config, s.rpn_opts, **common)
+        rpn_dir = self.out / f"rpn_{_key(rpn_cfg.dump(), dataclasses.asdict(s.world))}"
+        rpn_cfg.OUTPUT_DIR = str(rpn_dir)
+        self.stage("RPN (base classes)", (rpn_dir / "model_final.pth").is_file(), lambda skip: skip or self.train(rpn_cfg))
+
+        vild_cfg = _cfg(s.vild_config, s.opts, **common, **{"MODEL.VILD.TEST_TEXT_EMBEDDINGS": test_cls})
+        settings = RegionCacheSettings(num_proposals=vild_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
+                                       scales=tuple(vild_cfg.MODEL.VILD.CROP_SCALES), shard_size=250)
+        cache_dir = self.out / f"region_cache_{_key(rpn_dir.name, teacher, dataclasses.asdict(settings))}"
+        self.stage("region cache", (cache_dir / "manifest.json").is_file(),
+                   lambda skip: skip or self.cache(rpn_cfg, cache_dir, teacher, settings))
+        vild_cfg.MODEL.VILD.REGION_CACHE_DIR = str(cache_dir)
+        vild_dir = self.out / f"vild_{_key(vild_cfg.dump())}"
+        vild_cfg.OUTPUT_DIR = str(vild_dir)
+        self.stage("ViLD training + evaluation", (vild_dir / "eval_results.json").is_file(),
+                   lambda skip: skip or self.train(vild_cfg))
+        results = json.loads((vild_dir / "eval_results.json").read_text())
+        recall = self.stage("proposal recall", (rpn_dir / "recall.json").is_file(),
+                            lambda skip: json.loads((rpn_dir / "recall.json").read_text()) if skip
+                            else self.recall(rpn_cfg, rpn_dir))
+        pictures = vild_dir / "pictures"
+        self.stage("pictures", pictures.is_dir(), lambda skip: skip or self.pictures(vild_cfg, pictures))
+        self.report(results, recall, pictures)
+        return {"results": results, "recall": recall, "pictures": str(pictures), "timings": self.timings}
+
+    @staticmethod
+    def train(cfg) -> bool:
+        cfg.freeze()
+        trainer = ViLDTrainer(cfg)
+        trainer.resume_or_load(resume=True)  # a killed stage resumes from its last checkpoint
+        trainer.train()
+        return True
+
+    @staticmethod
+    def cache(rpn_cfg, cache_dir, teacher, settings) -> bool:
+        source = DetectorProposalSource(rpn_cfg, str(Path(rpn_cfg.OUTPUT_DIR) / "model_final.pth"))
+        build_region_cache(cache_dir, DatasetCatalog.get("toy_v1_train_base"), source, load_clip(teacher), teacher,
+                           settings, dataset_name="toy_v1_train_base", num_workers=1)
+        return True
+
+    @staticmethod
+    def recall(rpn_cfg, rpn_dir, top_k: int = 300, iou: float = 0.5) -> Dict:
+        """AR@300 at IoU 0.5 of the RPN on toy_v1_val objects, novel versus base classes."""
+        cfg = rpn_cfg.clone()
+        cfg.MODEL.RPN.POST_NMS_TOPK_TEST = top_k
+        source = DetectorProposalSource(cfg, str(rpn_dir / "model_final.pth"))
+        novel = set(MetadataCatalog.get("toy_v1_val").novel_class_ids)
+        hits = {"novel": [], "base": []}
+        for r in DatasetCatalog.get("toy_v1_val"):
+            boxes, _ = source(r, read_image(r["file_name"], format="RGB"))
+            gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                                     for a in r["annotations"]], dtype=torch.float32).reshape(-1, 4))
+            best = pairwise_iou(gt, Boxes(torch.from_numpy(boxes[:top_k]))).max(1).values if len(boxes) else \
+                torch.zeros(len(gt))
+            for a, b in zip(r["annotations"], best.tolist()):
+                hits["novel" if a["category_id"] in novel else "base"].append(b >= iou)
+        recall = {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
+        recall["objects"] = {k: len(v) for k, v in hits.items()}
+        (rpn_dir / "recall.json").write_text(json.dumps(recall, indent=1))
+        return recall
+
+    def pictures(self, cfg, folder: Path) -> bool:
+        """PNGs of validation images with labelled detections; novel classes drawn in magenta."""
+        model = ViLDTrainer.build_model(cfg)
+        DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
+        model.eval()
+        meta = MetadataCatalog.get("toy_v1_val")
+        tmp = folder.with_name(folder.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for r in DatasetCatalog.get("toy_v1_val")[: self.s.num_pictures]:
+            image = read_image(r["file_name"], format="RGB")
+            with torch.no_grad():
+                inst = model([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}])[0]["instances"]
+            inst = inst[inst.scores > 0.3].to("cpu")
+            drawn = draw_detections(image, inst, meta.thing_classes, meta.novel_class_ids, scale=3.0)
+            Image.fromarray(drawn).save(tmp / f"{Path(r['file_name']).stem}.png")
+        tmp.rename(folder)
+        return True
+
+    def report(self, results, recall, pictures) -> None:
+        for name, (secs, how) in self.timings.items():
+            logger.info("stage %-28s %-7s %7.1f s", name, how, secs)
+        logger.info("ViLD on the toy world (novel = rare classes never labelled in training):\n%s",
+                    summary_table(results))
+        logger.info("proposal recall AR@300 (IoU 0.5) on val: novel %.1f%% (%d objects), base %.1f%% (%d objects)",
+                    100 * recall["novel"], recall["objects"]["novel"], 100 * recall["base"], recall["objects"]["base"])
+        logger.info("pictures: %s", pictures)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default="output/demo", help="pipeline folder (default: %(default)s)")
     p.add_argument("--world", default=default_toy_root(), help="toy world folder (default: %(default)s)")
+    p.add_argument("--fast", action="store_true", help="tiny sizes and a few iterations (smoke test)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="ViLD config overrides: KEY VALUE ...")
     args = p.parse_args()
     setup_logger(name="vild_d2")
-    run_pipeline(args.world, ToyWorldSettings(), TeacherSettings())
+    setup_logger(name="detectron2")
+    base = FAST if args.fast else PipelineSettings()
+    Pipeline(args.output, args.world, dataclasses.replace(base, opts=base.opts + tuple(args.opts))).run()
 
 
 if __name__ == "__main__":

@@ -117,3 +117,19 @@ def register_from_config(cfg) -> None:
             continue
         register_ov_lvis_instances(name, json_file, image_root, vocabulary=vocabulary, fmt=fmt,
                                    novel_classes=cfg.DATASETS.VILD.NOVEL_CLASSES)
+
+
+def write_base_split(src: str, dst: str) -> Dict[str, int]:
+    """Copy an LVIS json without its rare-category annotations (images and categories kept)."""
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"{src} not found: download LVIS v1 (see datasets/README.md)")
+    data = json.loads(Path(src).read_text())
+    rare = {c["id"] for c in data["categories"] if c.get("frequency") == "r"}
+    before = len(data["annotations"])
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] not in rare]
+    tmp = dst + ".tmp"
+    Path(tmp).write_text(json.dumps(data))
+    os.replace(tmp, dst)
+    stats = {"images": len(data["images"]), "annotations": len(data["annotations"]), "dropped": before - len(data["annotations"])}
+    logger.info("wrote %s: %s", dst, stats)
+    return stats

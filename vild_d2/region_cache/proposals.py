@@ -8,7 +8,7 @@ from typing import Tuple
 
 import numpy as np
 import torch
-from detectron2.structures import BoxMode
+from detectron2.structures import BoxMode, ImageList
 from torchvision.ops import nms
 
 __all__ = ["select_proposals", "ProposalFileSource", "DetectorProposalSource"]
@@ -50,7 +50,8 @@ class ProposalFileSource:
 
 
 class DetectorProposalSource:
-    """RPN proposals of a trained detector (config + weights) run on each image at test size."""
+    """RPN proposals of a trained detector or ``ProposalNetwork`` (config + weights) run on each
+    image at test size."""
 
     def __init__(self, cfg, weights: str, device: str = "cpu"):
         from detectron2.checkpoint import DetectionCheckpointer
@@ -68,8 +69,9 @@ class DetectorProposalSource:
     def __call__(self, record, image):
         h, w = image.shape[:2]
         resized = self.resize.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))  # HWC -> CHW
-        images = self.model.preprocess_image([{"image": tensor}])
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.model.device)  # CHW
+        normalized = (tensor - self.model.pixel_mean) / self.model.pixel_std
+        images = ImageList.from_tensors([normalized], self.model.backbone.size_divisibility)
         features = self.model.backbone(images.tensor)
         proposals, _ = self.model.proposal_generator(images, features, None)
         p = proposals[0]

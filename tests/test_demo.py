@@ -1,0 +1,27 @@
+"""demo.py: a custom vocabulary of novel names on toy images, PNG + JSON per image."""
+import json
+
+from PIL import Image
+
+from .conftest import INSTANT, run_script
+
+
+def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path):
+    run, _ = instant_run
+    images = toy_env / "toy_v1/images/val"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    vocab = ["red circle", "green square", "blue triangle"]  # rare classes: never labelled in training
+    log = run_script("demo.py", toy_env, "--config-file", str(INSTANT), "--input", str(images), str(broken),
+                     "--output", str(tmp_path / "out"), "--vocabulary", "custom", "--custom-vocabulary", ",".join(vocab),
+                     "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", str(run / "model_final.pth"),
+                     "MODEL.VILD.CLIP_MODEL", str(toy_env / "clip.pt"),
+                     "MODEL.VILD.TEXT_CACHE_DIR", str(tmp_path / "text"), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    assert "skipping" in log and "broken.png" in log
+    names = []
+    for src in sorted(images.glob("*.png")):
+        out = json.loads((tmp_path / "out" / f"{src.stem}.json").read_text())
+        names += [d["class"] for d in out["detections"]]
+        assert Image.open(tmp_path / "out" / f"{src.stem}.png").size == Image.open(src).size
+    assert names and set(names) <= set(vocab)
+    assert not (tmp_path / "out/broken.json").exists()

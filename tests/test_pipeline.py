@@ -1,0 +1,28 @@
+"""The main job end to end at tiny sizes: every stage leaves its artifact; a rerun skips them all."""
+import os
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def test_fast_pipeline_end_to_end_and_cached_rerun(tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="2")
+    cmd = [sys.executable, "-m", "vild_d2.pipeline", "--fast", "--output", str(tmp_path / "demo")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    for header in ("APr", "APc", "APf", "AR@300"):
+        assert header in log
+    demo = tmp_path / "demo"
+    assert (tmp_path / "data/toy_v1/settings.json").is_file()
+    assert list((tmp_path / "data/toy_v1/teacher").glob("toy_clip_*.pt"))
+    assert len(list((demo / "text_classifiers").glob("*.npy"))) == 2
+    assert list(demo.glob("rpn_*/model_final.pth")) and list(demo.glob("rpn_*/recall.json"))
+    assert list(demo.glob("region_cache_*/manifest.json"))
+    assert list(demo.glob("vild_*/eval_results.json"))
+    assert len(list(demo.glob("vild_*/pictures/*.png"))) == 2
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log2 = second.stdout + second.stderr
+    assert log2.count("cached, skipped") == 7 and "running" not in log2
