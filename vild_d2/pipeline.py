@@ -147,6 +147,7 @@ class Pipeline:
     def recall(rpn_cfg, rpn_dir, top_k: int = 300, iou: float = 0.5) -> Dict:
         """AR@300 at IoU 0.5 of the RPN on toy_v1_val objects, novel versus base classes."""
         cfg = rpn_cfg.clone()
+        cfg.defrost()
         cfg.MODEL.RPN.POST_NMS_TOPK_TEST = top_k
         source = DetectorProposalSource(cfg, str(rpn_dir / "model_final.pth"))
         novel = set(MetadataCatalog.get("toy_v1_val").novel_class_ids)
