@@ -34,20 +34,24 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip --disable-pip-version-check -q)
+# pip warns about every package missing from the machine's extra local indexes; hide that noise.
+pip_q() {
+  "$PY" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
 
 if "$PY" -c "import torch, torchvision" 2>/dev/null; then
   log "keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
 else
   log "installing torch (local wheels where available)"
-  "${PIP[@]}" install -r requirements-torch.txt
+  pip_q install -r requirements-torch.txt
 fi
 
 log "installing pinned requirements"
-"${PIP[@]}" install -r requirements.txt
+pip_q install -r requirements.txt
 # lvis 0.5.3 depends on opencv-python (GUI build, needs libGL); we ship the
 # headless build instead, so lvis goes in without its dependency list.
-"${PIP[@]}" install --no-deps lvis==0.5.3
+pip_q install --no-deps lvis==0.5.3
 
 if "$PY" -c "import detectron2" 2>/dev/null; then
   log "keeping installed detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)')"
@@ -61,7 +65,7 @@ else
   src="$cache/sal_detectron2-$D2_VERSION-cp310-none-any.whl"
   if [ ! -f "$src" ]; then
     tmp=$(mktemp -d)
-    "${PIP[@]}" download --no-deps --only-binary=:all: --python-version 3.10 \
+    pip_q download --no-deps --only-binary=:all: --python-version 3.10 \
       -d "$tmp" "sal-detectron2==$D2_VERSION"
     mv "$tmp"/sal_detectron2-*.whl "$src"
     rm -rf "$tmp"
@@ -74,7 +78,7 @@ else
   fi
   dst="$cache/sal_detectron2-$D2_VERSION-py3-none-any.whl"
   cp "$src" "$dst"
-  "${PIP[@]}" install --no-deps "$dst"
+  pip_q install --no-deps "$dst"
   # The wheel also installs a stray top-level `tools` package (detectron2's scripts);
   # remove it so it can never shadow this repository's tools/ directory.
   site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -82,7 +86,7 @@ else
 fi
 
 log "installing vild_d2 (editable)"
-"${PIP[@]}" install --no-deps --no-build-isolation -e .
+pip_q install --no-deps --no-build-isolation -e .
 "$PY" -c "import vild_d2, detectron2, clip, lvis, fvcore, omegaconf"
 echo "$want" > "$STAMP"
 log "ready: $VENV"

@@ -35,7 +35,7 @@ from .text_classifier import cached_text_classifier, load_clip
 from .toy import ToyWorldSettings, build_toy_world
 from .toy.dataset import read_settings
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
-from .visualize import draw_detections
+from .visualize import convert_rgb, draw_detections
 
 logger = logging.getLogger("vild_d2.pipeline")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
@@ -176,7 +176,8 @@ class Pipeline:
         for r in DatasetCatalog.get("toy_v1_val")[: self.s.num_pictures]:
             image = read_image(r["file_name"], format="RGB")
             with torch.no_grad():
-                inst = model([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}])[0]["instances"]
+                model_image = convert_rgb(image, cfg.INPUT.FORMAT)
+                inst = model([{"image": torch.from_numpy(model_image.transpose(2, 0, 1).copy())}])[0]["instances"]
             inst = inst[inst.scores > 0.3].to("cpu")
             drawn = draw_detections(image, inst, meta.thing_classes, meta.novel_class_ids, scale=3.0)
             Image.fromarray(drawn).save(tmp / f"{Path(r['file_name']).stem}.png")

@@ -17,6 +17,7 @@ from detectron2.structures import Instances
 
 from .modeling.vocabulary import dataset_class_names
 from .text_classifier import builtin_vocabulary, cached_text_classifier, load_text_classifier
+from .visualize import convert_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class VocabularyPredictor:
     def __call__(self, image: np.ndarray) -> Instances:
         """Detections (boxes, scores, classes, masks in image pixels) of an H x W x 3 RGB image."""
         h, w = image.shape[:2]
+        image = convert_rgb(image, self.cfg.INPUT.FORMAT)
         resized = self.resize.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))  # HWC -> CHW
         return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"].to("cpu")

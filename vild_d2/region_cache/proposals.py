@@ -11,6 +11,8 @@ import torch
 from detectron2.structures import BoxMode, ImageList
 from torchvision.ops import nms
 
+from ..visualize import convert_rgb
+
 __all__ = ["select_proposals", "ProposalFileSource", "DetectorProposalSource"]
 
 
@@ -64,9 +66,11 @@ class DetectorProposalSource:
         self.model = build_model(cfg).eval()
         DetectionCheckpointer(self.model).load(weights)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
 
     @torch.no_grad()
     def __call__(self, record, image):
+        image = convert_rgb(image, self.input_format)
         h, w = image.shape[:2]
         resized = self.resize.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.model.device)  # CHW
