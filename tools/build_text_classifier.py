@@ -21,7 +21,7 @@ def main():
     p.add_argument("--output-dir", default="output/text_classifiers", help="cache folder (default: %(default)s)")
     p.add_argument("--templates", default=None, help="template file, one '{}' per line (default: package set)")
     p.add_argument("--no-synonyms", action="store_true", help="use only the first name of each class")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None, help="texts per forward (default: 64 on CPU, 256 on GPU)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     logger = setup_logger(name="vild_d2")

@@ -127,7 +127,7 @@ def load_clip(spec: str, device: str = "cpu"):
 
 @torch.no_grad()
 def encode_classes(model, synonyms: Sequence[Sequence[str]], templates: Sequence[str],
-                   batch_size: int = 256, use_synonyms: bool = True, trim: bool = True) -> np.ndarray:
+                   batch_size: Optional[int] = None, use_synonyms: bool = True, trim: bool = True) -> np.ndarray:
     """K x D float32 prompt-ensembled embeddings (fp16 on GPU, fp32 on CPU).
 
     With ``trim``, texts are sorted by token length and each batch is cut after its longest
@@ -142,6 +142,8 @@ def encode_classes(model, synonyms: Sequence[Sequence[str]], templates: Sequence
             texts += [t.format(clean_class_name(syn)) for t in templates]
             owner += [k] * len(templates)
     device = next(model.parameters()).device
+    # Measured (benchmarks/bench_text_classifier.py): on 2 CPU threads 64 beats 256 and 1024.
+    batch_size = batch_size or (256 if device.type == "cuda" else 64)
     tokens = clip.tokenize(texts, context_length=model.context_length, truncate=True)  # T x L
     eot = tokens.argmax(-1)  # the EOT token has the largest id
     order = torch.argsort(eot, stable=True) if trim else torch.arange(len(texts))
@@ -216,7 +218,7 @@ def load_text_classifier(path, expected_names: Optional[Sequence[str]] = None, e
 
 
 def cached_text_classifier(cache_dir, vocabulary: str, clip_spec: str, templates_file=None,
-                           use_synonyms: bool = True, batch_size: int = 256, device: str = "cpu") -> Path:
+                           use_synonyms: bool = True, batch_size: Optional[int] = None, device: str = "cpu") -> Path:
     """Path of the classifier of ``vocabulary`` under ``clip_spec``; built only when missing."""
     names, synonyms = load_vocabulary(vocabulary)
     templates = read_templates(templates_file)
