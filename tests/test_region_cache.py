@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.engine import launch
 from detectron2.structures import BitMasks
@@ -185,3 +185,17 @@ def test_two_process_gloo_build_is_byte_identical(world, tmp_path, monkeypatch):
     launch(build_from_args, 2, dist_url="auto", args=(args,))
     assert _bytes(tmp_path / "one") == _bytes(tmp_path / "two")
     assert len(list((tmp_path / "two").glob("shard_*"))) == 10
+
+
+def test_cached_embedding_accuracy_counts_object_proposals(world, tmp_path):
+    from vild_d2.region_cache.diagnostics import cached_embedding_accuracy
+
+    cache = RegionCache(_build(world, tmp_path / "c"))
+    records = DatasetCatalog.get("tiny_toy_train_full")
+    novel = MetadataCatalog.get("tiny_toy_train_full").novel_class_ids
+    text = torch.nn.functional.normalize(torch.randn(24, 64), dim=1)
+    out = cached_embedding_accuracy(cache, records, text, novel)
+    # Every ground-truth box is a cached proposal (objectness 10), hence overlaps its object.
+    kept = sum(min(len(r["annotations"]), 8) for r in records)
+    assert out["novel"]["proposals"] + out["base"]["proposals"] >= kept
+    assert 0.0 < out["share_overlapping_objects"] <= 1.0

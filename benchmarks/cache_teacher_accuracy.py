@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Zero-shot accuracy of the cached CLIP region embeddings on proposals that overlap an object,
+novel vs base: are the ViLD-image distillation targets any good?
+
+    python benchmarks/cache_teacher_accuracy.py --cache output/demo/region_cache_<hash> \
+        --classifier output/demo/text_classifiers/toy_v1_val_<hash>.npy [--dataset toy_v1_train_full]
+"""
+import argparse
+import json
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import vild_d2  # noqa: F401  (registers datasets)
+from vild_d2.region_cache import RegionCache
+from vild_d2.region_cache.diagnostics import cached_embedding_accuracy
+from vild_d2.text_classifier import load_text_classifier
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--classifier", required=True, help="text classifier of the dataset's (full) vocabulary")
+    p.add_argument("--dataset", default="toy_v1_train_full", help="dataset with all classes annotated")
+    p.add_argument("--max-images", type=int, default=0, help="0 = all")
+    args = p.parse_args()
+    names = MetadataCatalog.get(args.dataset).thing_classes
+    emb, _ = load_text_classifier(args.classifier, expected_names=names)
+    records = DatasetCatalog.get(args.dataset)
+    records = records[: args.max_images] if args.max_images else records
+    result = cached_embedding_accuracy(RegionCache(args.cache), records, emb,
+                                       MetadataCatalog.get(args.dataset).novel_class_ids)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

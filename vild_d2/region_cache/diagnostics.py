@@ -1,0 +1,41 @@
+"""How good are the distillation targets? Zero-shot accuracy of cached CLIP embeddings.
+
+For every cached proposal that overlaps a ground-truth object (IoU >= threshold), the cached
+embedding is classified against a text classifier (K x D); accuracy is reported for novel and
+base objects. Shapes: M cached proposals, G objects of an image, K classes, D dim.
+"""
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from detectron2.structures import Boxes, BoxMode, pairwise_iou
+
+from .storage import RegionCache
+
+__all__ = ["cached_embedding_accuracy"]
+
+
+def cached_embedding_accuracy(cache: RegionCache, records: List[dict], text_embeddings: torch.Tensor,
+                              novel_ids: Sequence[int], iou_threshold: float = 0.5) -> Dict:
+    """``records``: dataset dicts whose ``category_id`` index ``text_embeddings`` (all classes)."""
+    novel = set(novel_ids)
+    hits = {"novel": [], "base": []}
+    overlapping, total = 0, 0
+    for r in records:
+        if r["image_id"] not in cache or not r["annotations"]:
+            continue
+        boxes, embeds, _ = cache.get(r["image_id"])
+        if not len(boxes):
+            continue
+        gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                                 for a in r["annotations"]], dtype=torch.float32))
+        best, match = pairwise_iou(Boxes(torch.from_numpy(np.array(boxes))), gt).max(1)  # M, M
+        pred = (torch.from_numpy(np.array(embeds, dtype=np.float32)) @ text_embeddings.float().t()).argmax(1)
+        for k in torch.nonzero(best >= iou_threshold).flatten().tolist():
+            c = r["annotations"][match[k]]["category_id"]
+            hits["novel" if c in novel else "base"].append(int(pred[k]) == c)
+        overlapping += int((best >= iou_threshold).sum())
+        total += len(boxes)
+    out = {k: {"accuracy": float(np.mean(v)) if v else float("nan"), "proposals": len(v)} for k, v in hits.items()}
+    out["share_overlapping_objects"] = overlapping / max(total, 1)
+    return out
