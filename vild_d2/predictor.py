@@ -9,15 +9,11 @@ import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import transforms as T
-from detectron2.modeling import build_model
+from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 
 from .modeling.vocabulary import dataset_class_names
 from .text_classifier import builtin_vocabulary, cached_text_classifier, load_text_classifier
-from .visualize import convert_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +45,19 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     return paths
 
 
-class VocabularyPredictor:
-    """A trained ViLD model (``cfg.MODEL.WEIGHTS``) detecting the classes of ``vocabulary``."""
+class VocabularyPredictor(DefaultPredictor):
+    """A trained ViLD model (``cfg.MODEL.WEIGHTS``) detecting the classes of ``vocabulary``.
+
+    Detectron2's DefaultPredictor (resize, ``INPUT.FORMAT``, checkpoint) with the vocabulary
+    swapped in; called on RGB images.
+    """
 
     def __init__(self, cfg, vocabulary: str, novel_names: Optional[Sequence[str]] = None):
         if not cfg.MODEL.WEIGHTS:
             raise ValueError("no weights given: pass --opts MODEL.WEIGHTS path/to/model_final.pth")
         if not os.path.isfile(cfg.MODEL.WEIGHTS) and "://" not in cfg.MODEL.WEIGHTS:
             raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} not found")
-        self.cfg = cfg.clone()
-        self.model = build_model(self.cfg).eval()
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        super().__init__(cfg)
         path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, vocabulary, cfg.MODEL.VILD.CLIP_MODEL)
         emb, names = load_text_classifier(path)
         self.class_names = names
@@ -68,17 +66,11 @@ class VocabularyPredictor:
         novel = novel_names if novel_names is not None else [n for n in names if n not in base]
         self.novel_ids = [i for i, n in enumerate(names) if n in set(novel)]
         self.model.roi_heads.box_predictor.set_vocabulary(emb, names, self.novel_ids)
-        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         logger.info("detecting %d classes (%d novel) with %s", len(names), len(self.novel_ids), cfg.MODEL.WEIGHTS)
 
-    @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Instances:
         """Detections (boxes, scores, classes, masks in image pixels) of an H x W x 3 RGB image."""
-        h, w = image.shape[:2]
-        image = convert_rgb(image, self.cfg.INPUT.FORMAT)
-        resized = self.resize.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))  # HWC -> CHW
-        return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"].to("cpu")
+        return super().__call__(np.ascontiguousarray(image[:, :, ::-1]))["instances"].to("cpu")  # RGB -> BGR
 
     def run(self, paths: Sequence[str], threshold: float) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[Instances]]]:
         """(path, image, detections above ``threshold``) per input; an unreadable image yields

@@ -9,7 +9,6 @@ Shapes: K classes, D embedding dimension.
 """
 from typing import Dict, List, Optional, Sequence
 
-import torch
 from detectron2.data import MetadataCatalog
 
 from ..text_classifier import cached_text_classifier, clip_identity, load_text_classifier
@@ -24,9 +23,10 @@ def dataset_class_names(names: Sequence[str]) -> Optional[List[str]]:
     return MetadataCatalog.get(names[0]).get("thing_classes")
 
 
-def _load(cfg, key: str, datasets: Sequence[str]):
-    """Text embeddings of ``MODEL.VILD.<key>``, or built (and cached) from CLIP when it is empty."""
-    path = cfg.MODEL.VILD.get(key)
+def _load(cfg, key: str, datasets: Sequence[str], path: Optional[str] = None):
+    """Text embeddings of ``path`` (default: ``MODEL.VILD.<key>``), or built (and cached) from
+    CLIP for ``datasets[0]`` when that is empty."""
+    path = cfg.MODEL.VILD.get(key) if path is None else path
     names = dataset_class_names(datasets)
     if not path:
         if names is None:
@@ -66,11 +66,8 @@ def set_dataset_vocabulary(model, cfg, dataset_name: str) -> None:
     names = dataset_class_names([dataset_name])
     if not hasattr(predictor, "set_vocabulary") or names is None or predictor.test_class_names == list(names):
         return
-    key = "TEST_TEXT_EMBEDDINGS" if cfg.DATASETS.TEST and dataset_name == cfg.DATASETS.TEST[0] else ""
-    cfg_for_dataset = cfg.clone()
-    cfg_for_dataset.defrost()
-    if not key:
-        cfg_for_dataset.MODEL.VILD.TEST_TEXT_EMBEDDINGS = ""  # another dataset: build or reuse its own
-    emb, _ = _load(cfg_for_dataset, "TEST_TEXT_EMBEDDINGS", [dataset_name])
+    # The configured file serves DATASETS.TEST[0]; any other dataset builds or reuses its own.
+    path = None if cfg.DATASETS.TEST and dataset_name == cfg.DATASETS.TEST[0] else ""
+    emb, _ = _load(cfg, "TEST_TEXT_EMBEDDINGS", [dataset_name], path)
     novel = MetadataCatalog.get(dataset_name).get("novel_class_ids", [])
     predictor.set_vocabulary(emb, names, novel)
