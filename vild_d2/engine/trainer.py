@@ -61,13 +61,16 @@ class ViLDTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+        # tasks from the config, not guessed from the predictions: a model that detects nothing
+        # still reports (NaN) mask rows instead of silently dropping them
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
         if evaluator_type == "lvis":
-            return LVISEvaluator(dataset_name, output_dir=output_folder,
+            return LVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
         if evaluator_type == "coco_ov":
-            return OVCOCOEvaluator(dataset_name, output_dir=output_folder)
+            return OVCOCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
         if evaluator_type == "coco":
-            return COCOEvaluator(dataset_name, output_dir=output_folder)
+            return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
         raise ValueError(f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; "
                          "vild_d2 evaluates 'lvis', 'coco_ov' and 'coco' datasets")
 
