@@ -112,8 +112,10 @@ def test_class_specific_branches_rejected(toy_cfg, key):
         build_model(toy_cfg)
 
 
-def test_merged_pooling_equals_separate_passes(toy_cfg):
+@pytest.mark.parametrize("mode", ["vild", "ensemble"])
+def test_merged_pooling_equals_separate_passes(toy_cfg, mode):
     """One pooler pass over proposals + cached regions gives the losses of two separate passes."""
+    toy_cfg.MODEL.VILD.MODE = mode
     torch.manual_seed(0)
     model = build_model(toy_cfg).train()
     heads = model.roi_heads
@@ -129,9 +131,33 @@ def test_merged_pooling_equals_separate_passes(toy_cfg):
     regions = [d["clip_regions"] for d in data]
     merged = heads._forward_box_and_image(features, proposals, regions)
     separate = heads._forward_box(features, proposals)
-    pooled = heads.box_head(heads.box_pooler([features[f] for f in heads.box_in_features],
-                                             [r.proposal_boxes for r in regions]))
+    image_head = heads.image_box_head if mode == "ensemble" else heads.box_head
+    pooled = image_head(heads.box_pooler([features[f] for f in heads.box_in_features],
+                                         [r.proposal_boxes for r in regions]))
     image = heads.image_loss_weight * heads.box_predictor.image_loss(pooled, torch.cat([r.clip_embeds for r in regions]))
     assert merged["loss_image"].item() == pytest.approx(image.item(), rel=1e-5)
     for k in separate:
         assert merged[k].item() == pytest.approx(separate[k].item(), rel=1e-5)
+
+
+def test_object_embedding_accuracy_counts_exactly(toy_env, toy_cfg, monkeypatch):
+    """Heads forced to answer 'class 0' and 'background': accuracy = share of class-0 objects."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from vild_d2.modeling.diagnostics import object_embedding_accuracy
+
+    toy_cfg.MODEL.VILD.MODE = "ensemble"
+    model = build_model(toy_cfg).eval()
+    predictor = model.roi_heads.box_predictor
+    k = predictor.class_embeddings.shape[0]
+    monkeypatch.setattr(predictor, "embed", lambda x, head="text": predictor.class_embeddings[:1].expand(len(x), -1))
+    monkeypatch.setattr(predictor, "text_logits", lambda emb: torch.nn.functional.one_hot(
+        torch.full((len(emb),), k), k + 1).float())
+    records = DatasetCatalog.get("tiny_toy_val")
+    novel = MetadataCatalog.get("tiny_toy_val").novel_class_ids
+    out = object_embedding_accuracy(model, records, novel)
+    objects = [a["category_id"] for r in records for a in r["annotations"]]
+    base = [c for c in objects if c not in novel]
+    assert set(out) == {"text", "image", "text_background"}
+    assert out["text"]["base"] == out["image"]["base"] == pytest.approx(sum(c == 0 for c in base) / len(base))
+    assert out["text_background"]["base"] == 1.0

@@ -97,7 +97,9 @@ def test_ensemble_formula_number_by_number():
     lam = 2.0 / 3.0
     p = make(mode="ensemble", temperature=1.0, novel=(1,)).eval()
     x = torch.tensor([[0.6, 0.8, 1.0, 0.0]])  # text emb (0.6, 0.8); image emb (1, 0)
-    probs, _ = p(x)
+    probs, _ = p(x, image_x=x)  # the same features stand in for the image box head's
+    with pytest.raises(ValueError, match="image_x"):
+        p(x)
     t = [0.6, 0.8, -0.6]  # cosine with class 0, class 1, background (-1, 0)
     z = sum(math.exp(v) for v in t)
     p_text = [math.exp(v) / z for v in t]

@@ -6,8 +6,10 @@ from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, build_box_head
 from detectron2.structures import Boxes, Instances
+from torch import nn
 
 from .vild_predictor import ViLDOutputLayers
 
@@ -21,12 +23,20 @@ class ViLDROIHeads(StandardROIHeads):
     In training, ``clip_regions`` (one ``Instances`` per image with ``proposal_boxes`` and
     ``clip_embeds`` (M x D), attached by the dataset mapper) are pooled through the same box
     head and give the ViLD-image loss; they get no box, mask or text loss.
+
+    ViLD-ensemble (``MODEL.VILD.MODE "ensemble"``) has a separate ``image_box_head`` (the box
+    head's architecture, its own weights), trained by ViLD-image alone: the distilled embeddings
+    share no box-head features with the text head, which learns to call unlabeled novel objects
+    background. The pooled features are shared.
     """
 
     @configurable
-    def __init__(self, *, image_loss_weight: float = 0.5, **kwargs):
+    def __init__(self, *, image_loss_weight: float = 0.5, image_box_head: Optional[nn.Module] = None, **kwargs):
+        """``image_box_head``: the separate box head of ViLD-ensemble's image embeddings (None:
+        one box head serves both)."""
         super().__init__(**kwargs)
         self.image_loss_weight = image_loss_weight
+        self.image_box_head = image_box_head
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -45,6 +55,11 @@ class ViLDROIHeads(StandardROIHeads):
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
         ret["box_predictor"] = ViLDOutputLayers(cfg, ret["box_head"].output_shape)
+        if cfg.MODEL.VILD.MODE == "ensemble":
+            resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+            channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
+            ret["image_box_head"] = build_box_head(cfg, ShapeSpec(channels=channels, height=resolution,
+                                                                  width=resolution))
         return ret
 
     @property
@@ -73,15 +88,32 @@ class ViLDROIHeads(StandardROIHeads):
         if sum(len(r) for r in clip_regions) == 0:
             losses = self._forward_box(features, proposals)
             # Zero that still reaches the image head, so DDP sees a gradient for it.
-            losses["loss_image"] = sum(p.sum() for p in self.box_predictor.image_parameters()) * 0.0
+            losses["loss_image"] = sum(p.sum() for p in self._image_parameters()) * 0.0
             return losses
         boxes = [Boxes.cat([p.proposal_boxes, r.proposal_boxes]) for p, r in zip(proposals, clip_regions)]
         is_cached = torch.cat([torch.arange(len(b), device=b.device) >= len(p)
                                for b, p in zip(boxes, proposals)])  # (sum R + sum M)
-        box_features = self.box_pooler([features[f] for f in self.box_in_features], boxes)
-        box_features = self.box_head(box_features)  # (sum R + sum M) x C
-        predictions = self.box_predictor(box_features[~is_cached])
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)  # (sum R + sum M) x C' x S x S
+        if self.image_box_head is None:
+            box_features = self.box_head(pooled)  # (sum R + sum M) x C
+            text_features, image_features = box_features[~is_cached], box_features[is_cached]
+        else:
+            text_features, image_features = self.box_head(pooled[~is_cached]), self.image_box_head(pooled[is_cached])
+        predictions = self.box_predictor(text_features)
         losses = self.box_predictor.losses(predictions, proposals)
         target = torch.cat([r.clip_embeds for r in clip_regions])  # (sum M) x D
-        losses["loss_image"] = self.image_loss_weight * self.box_predictor.image_loss(box_features[is_cached], target)
+        losses["loss_image"] = self.image_loss_weight * self.box_predictor.image_loss(image_features, target)
         return losses
+
+    def _image_parameters(self) -> List[nn.Parameter]:
+        extra = list(self.image_box_head.parameters()) if self.image_box_head is not None else []
+        return self.box_predictor.image_parameters() + extra
+
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        if self.training or self.image_box_head is None:
+            return super()._forward_box(features, proposals)
+        # ViLD-ensemble inference: text and image heads on the same pooled features.
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], [p.proposal_boxes for p in proposals])
+        predictions = self.box_predictor(self.box_head(pooled), image_x=self.image_box_head(pooled))
+        pred_instances, _ = self.box_predictor.inference(predictions, proposals)
+        return pred_instances

@@ -28,7 +28,8 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
     """Region embeddings in CLIP space instead of a linear classifier.
 
     * ``projection``: C -> D, the region-embedding head (ViLD-text, and ViLD-image in ``vild``
-      mode); ``image_projection``: a second head trained only by ViLD-image (``ensemble``).
+      mode); ``image_projection``: C -> D on the features of the separate image box head,
+      trained only by ViLD-image (``ensemble``).
     * Classifier: L2-normalised text embeddings (K x D, frozen, non-persistent buffers: one
       vocabulary for training, one for inference) and a learned background embedding (D).
       Logits = cosine similarity / temperature, R x (K + 1), background last.
@@ -129,18 +130,22 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         classifier = torch.cat([self.class_embeddings, F.normalize(self.bg_embedding, dim=0)[None]])
         return emb @ classifier.t() / self.temperature
 
-    def forward(self, x):
+    def forward(self, x, image_x: Optional[torch.Tensor] = None):
+        """``x``: R x C box-head features; ``image_x``: R x C features of the separate image box
+        head, needed for ViLD-ensemble inference."""
         deltas = self.bbox_pred(x.flatten(1))
         emb = self.embed(x, "text")
         if self.training:
             return self.text_logits(emb), deltas
-        return self.class_probabilities(x, emb), deltas
+        return self.class_probabilities(emb, image_x), deltas
 
-    def class_probabilities(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def class_probabilities(self, emb: torch.Tensor, image_x: Optional[torch.Tensor] = None) -> torch.Tensor:
         """R x (K + 1) inference scores of the mode; column K (background) is ignored downstream."""
         if self.mode in ("text", "vild"):
             return F.softmax(self.text_logits(emb), dim=1)
-        image_emb = emb if self.mode == "image" else self.embed(x, "image")
+        if self.mode == "ensemble" and image_x is None:
+            raise ValueError("ViLD-ensemble inference needs the image box head's features (image_x)")
+        image_emb = emb if self.mode == "image" else self.embed(image_x, "image")
         p_image = F.softmax(image_emb @ self.class_embeddings.t() / self.temperature, dim=1)  # R x K
         if self.mode == "image":
             return F.pad(p_image, (0, 1))

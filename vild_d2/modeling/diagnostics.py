@@ -1,0 +1,52 @@
+"""Why is APr low? Zero-shot accuracy of a trained model's region embeddings on ground-truth boxes.
+
+Each ground-truth box of a validation image goes through the backbone, the box pooler and box
+head, and each region-embedding head (``text``; ``image`` as well in ensemble mode). Its embedding
+is classified against the inference vocabulary (K x D): accuracy for novel and base objects, and
+how often the text head's softmax over K + 1 puts the object into background. Shapes: G objects
+of an image, C box-head features, K classes, D embedding dim.
+"""
+from typing import Dict, List
+
+import numpy as np
+import torch
+from detectron2.data.detection_utils import read_image
+from detectron2.structures import Boxes, BoxMode
+
+from ..visualize import convert_rgb
+
+__all__ = ["object_embedding_accuracy"]
+
+
+@torch.no_grad()
+def object_embedding_accuracy(model, records: List[dict], novel_ids, image_format: str = "RGB") -> Dict:
+    """``model``: a ViLD model in eval mode with its inference vocabulary set; ``records``: dataset
+    dicts whose ``category_id`` index that vocabulary. Returns {head: {novel|base: accuracy}},
+    plus ``text_background`` {novel|base: share of objects the text head calls background}."""
+    heads = model.roi_heads
+    predictor = heads.box_predictor
+    names = ["text"] + (["image"] if predictor.image_projection is not None else [])
+    novel = set(novel_ids)
+    hits = {h: {"novel": [], "base": []} for h in names + ["text_background"]}
+    for r in records:
+        if not r["annotations"]:
+            continue
+        image = convert_rgb(read_image(r["file_name"], format="RGB"), image_format)
+        images = model.preprocess_image([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}])
+        features = model.backbone(images.tensor)
+        gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                                 for a in r["annotations"]], dtype=torch.float32, device=images.tensor.device))
+        pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [gt])  # G x C' x S x S
+        x = {"text": heads.box_head(pooled)}  # G x C
+        x["image"] = heads.image_box_head(pooled) if heads.image_box_head is not None else x["text"]
+        groups = ["novel" if a["category_id"] in novel else "base" for a in r["annotations"]]
+        labels = torch.tensor([a["category_id"] for a in r["annotations"]], device=gt.device)
+        for h in names:
+            pred = (predictor.embed(x[h], h) @ predictor.class_embeddings.t()).argmax(1)  # G
+            for g, ok in zip(groups, (pred == labels).tolist()):
+                hits[h][g].append(ok)
+        logits = predictor.text_logits(predictor.embed(x["text"], "text"))  # G x (K + 1)
+        background = logits.argmax(1) == predictor.class_embeddings.shape[0]
+        for g, bg in zip(groups, background.tolist()):
+            hits["text_background"][g].append(bg)
+    return {h: {g: float(np.mean(v)) if v else float("nan") for g, v in d.items()} for h, d in hits.items()}
