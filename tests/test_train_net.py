@@ -149,3 +149,20 @@ def test_prepare_lvis_base_split_file(toy_env, tmp_path):
     assert base["images"] == full["images"] and base["categories"] == full["categories"]
     assert base["annotations"] == [a for a in full["annotations"] if a["category_id"] not in rare]
     assert stats["dropped"] == len(full["annotations"]) - len(base["annotations"]) > 0
+
+
+def test_optimizer_choice():
+    from detectron2.config import get_cfg
+
+    from vild_d2 import add_vild_config
+
+    cfg = get_cfg()
+    add_vild_config(cfg)
+    model = torch.nn.Linear(3, 2)
+    assert isinstance(ViLDTrainer.build_optimizer(cfg, model), torch.optim.SGD)
+    cfg.MODEL.VILD.OPTIMIZER = "AdamW"
+    opt = ViLDTrainer.build_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == cfg.SOLVER.BASE_LR
+    cfg.MODEL.VILD.OPTIMIZER = "adam"
+    with pytest.raises(ValueError, match="MODEL.VILD.OPTIMIZER"):
+        ViLDTrainer.build_optimizer(cfg, model)

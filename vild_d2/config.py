@@ -41,6 +41,9 @@ def add_vild_config(cfg: CN) -> None:
     _C.MODEL.VILD.REGION_CACHE_DIR = ""
     # Scales (relative to the proposal box) whose CLIP crop embeddings are combined.
     _C.MODEL.VILD.CROP_SCALES = [1.0, 1.5]
+    # Optimizer of the whole detector: "SGD" (Detectron2's, SOLVER.MOMENTUM) or "AdamW"
+    # (SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY; for short from-scratch schedules such as the toy world).
+    _C.MODEL.VILD.OPTIMIZER = "SGD"
 
     _C.DATASETS.VILD = CN()
     # Contiguous ids (in the test dataset's class order) treated as novel at

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Dict
@@ -23,11 +24,14 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
+from detectron2.engine import launch
 from detectron2.structures import BoxMode, Boxes, pairwise_iou
+from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
 from .config import add_vild_config
+from .data import register_from_config
 from .data.builtin import default_toy_root
 from .engine import ViLDTrainer, summary_table
 from .region_cache import DetectorProposalSource, RegionCacheSettings, build_region_cache
@@ -50,6 +54,13 @@ class PipelineSettings:
     opts: tuple = ()  # config overrides for the ViLD model, KEY VALUE ...
     rpn_opts: tuple = ()
     num_pictures: int = 8
+    # Start the ViLD detector from the base-class RPN's backbone and RPN (when the ViLD config
+    # names no MODEL.WEIGHTS): the toy world has no pretrained backbone to start from.
+    init_from_rpn: bool = True
+    # Processes for the RPN, region-cache and ViLD stages (Detectron2's launch; on CPUs each
+    # takes cpu_count / workers threads: two single-threaded processes do ~1.5x the work of
+    # one two-threaded process on 2 cores).
+    workers: int = 2
 
 
 # Seconds instead of minutes: tiny world, few steps. For tests and smoke runs only.
@@ -60,7 +71,15 @@ FAST = PipelineSettings(
           "MODEL.VILD.NUM_CACHED_PROPOSALS", "8", "TEST.DETECTIONS_PER_IMAGE", "20"),
     rpn_opts=("SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "SOLVER.IMS_PER_BATCH", "2"),
     num_pictures=2,
+    workers=1,
 )
+
+
+def _worker(fn, args, threads: int):
+    torch.set_num_threads(threads)
+    setup_logger(name="vild_d2", distributed_rank=comm.get_rank())
+    setup_logger(name="detectron2", distributed_rank=comm.get_rank())
+    fn(*args)
 
 
 def _key(*parts) -> str:
@@ -106,19 +125,22 @@ class Pipeline:
         rpn_cfg = _cfg(s.rpn_config, s.rpn_opts, **common)
         rpn_dir = self.out / f"rpn_{_key(rpn_cfg.dump(), dataclasses.asdict(s.world))}"
         rpn_cfg.OUTPUT_DIR = str(rpn_dir)
-        self.stage("RPN (base classes)", (rpn_dir / "model_final.pth").is_file(), lambda skip: skip or self.train(rpn_cfg))
+        self.stage("RPN (base classes)", (rpn_dir / "model_final.pth").is_file(),
+                   lambda skip: skip or self.launch(self.train, rpn_cfg))
 
         vild_cfg = _cfg(s.vild_config, s.opts, **common, **{"MODEL.VILD.TEST_TEXT_EMBEDDINGS": test_cls})
         settings = RegionCacheSettings(num_proposals=vild_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
                                        scales=tuple(vild_cfg.MODEL.VILD.CROP_SCALES), shard_size=250)
         cache_dir = self.out / f"region_cache_{_key(rpn_dir.name, teacher, dataclasses.asdict(settings))}"
         self.stage("region cache", (cache_dir / "manifest.json").is_file(),
-                   lambda skip: skip or self.cache(rpn_cfg, cache_dir, teacher, settings))
+                   lambda skip: skip or self.launch(self.cache, rpn_cfg, cache_dir, teacher, settings))
         vild_cfg.MODEL.VILD.REGION_CACHE_DIR = str(cache_dir)
+        if s.init_from_rpn and not vild_cfg.MODEL.WEIGHTS:
+            vild_cfg.MODEL.WEIGHTS = str(rpn_dir / "model_final.pth")
         vild_dir = self.out / f"vild_{_key(vild_cfg.dump())}"
         vild_cfg.OUTPUT_DIR = str(vild_dir)
         self.stage("ViLD training + evaluation", (vild_dir / "eval_results.json").is_file(),
-                   lambda skip: skip or self.train(vild_cfg))
+                   lambda skip: skip or self.launch(self.train, vild_cfg))
         results = json.loads((vild_dir / "eval_results.json").read_text())
         recall = self.stage("proposal recall", (rpn_dir / "recall.json").is_file(),
                             lambda skip: json.loads((rpn_dir / "recall.json").read_text()) if skip
@@ -126,10 +148,20 @@ class Pipeline:
         pictures = vild_dir / "pictures"
         self.stage("pictures", pictures.is_dir(), lambda skip: skip or self.pictures(vild_cfg, pictures))
         self.report(results, recall, pictures)
-        return {"results": results, "recall": recall, "pictures": str(pictures), "timings": self.timings}
+        return {"results": results, "recall": recall, "pictures": str(pictures), "timings": self.timings,
+                "vild_cfg": vild_cfg}
+
+    def launch(self, fn, *args) -> bool:
+        """Run a stage in ``workers`` processes (one: in this process)."""
+        if self.s.workers <= 1:
+            return fn(*args)
+        threads = max(1, (os.cpu_count() or 1) // self.s.workers)
+        launch(_worker, self.s.workers, dist_url="auto", args=(fn, args, threads))
+        return True
 
     @staticmethod
     def train(cfg) -> bool:
+        register_from_config(cfg)  # DATASETS.VILD.REGISTER, in every worker process
         cfg.freeze()
         trainer = ViLDTrainer(cfg)
         trainer.resume_or_load(resume=True)  # a killed stage resumes from its last checkpoint
@@ -199,12 +231,15 @@ def main():
     p.add_argument("--output", default="output/demo", help="pipeline folder (default: %(default)s)")
     p.add_argument("--world", default=default_toy_root(), help="toy world folder (default: %(default)s)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and a few iterations (smoke test)")
+    p.add_argument("--workers", type=int, help="processes for training and caching (default: 2; --fast: 1)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="ViLD config overrides: KEY VALUE ...")
     args = p.parse_args()
     setup_logger(name="vild_d2")
     setup_logger(name="detectron2")
     base = FAST if args.fast else PipelineSettings()
-    Pipeline(args.output, args.world, dataclasses.replace(base, opts=base.opts + tuple(args.opts))).run()
+    settings = dataclasses.replace(base, opts=base.opts + tuple(args.opts),
+                                   workers=base.workers if args.workers is None else args.workers)
+    Pipeline(args.output, args.world, settings).run()
 
 
 if __name__ == "__main__":

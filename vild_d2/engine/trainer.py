@@ -12,6 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
@@ -48,6 +49,19 @@ class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
         with _cpu_ddp():
             super().__init__(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        if cfg.MODEL.VILD.OPTIMIZER == "SGD":
+            return super().build_optimizer(cfg, model)
+        if cfg.MODEL.VILD.OPTIMIZER != "AdamW":
+            raise ValueError(f"MODEL.VILD.OPTIMIZER must be 'SGD' or 'AdamW', got {cfg.MODEL.VILD.OPTIMIZER!r}")
+        params = get_default_optimizer_params(model, base_lr=cfg.SOLVER.BASE_LR,
+                                              weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+                                              bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+                                              weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR,
+                                                                  weight_decay=cfg.SOLVER.WEIGHT_DECAY))
 
     @classmethod
     def build_train_loader(cls, cfg):

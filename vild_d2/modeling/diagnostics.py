@@ -21,13 +21,14 @@ __all__ = ["object_embedding_accuracy"]
 @torch.no_grad()
 def object_embedding_accuracy(model, records: List[dict], novel_ids, image_format: str = "RGB") -> Dict:
     """``model``: a ViLD model in eval mode with its inference vocabulary set; ``records``: dataset
-    dicts whose ``category_id`` index that vocabulary. Returns {head: {novel|base: accuracy}},
+    dicts whose ``category_id`` index that vocabulary. Returns {head: {novel|base: accuracy}} for the
+    heads of the mode (``text``: trained by ViLD-text, in ``vild`` mode by both losses; ``image``),
     plus ``text_background`` {novel|base: share of objects the text head calls background}."""
     heads = model.roi_heads
     predictor = heads.box_predictor
-    names = ["text"] + (["image"] if predictor.image_projection is not None else [])
+    names = {"text": ["text"], "vild": ["text"], "image": ["image"], "ensemble": ["text", "image"]}[predictor.mode]
     novel = set(novel_ids)
-    hits = {h: {"novel": [], "base": []} for h in names + ["text_background"]}
+    hits = {h: {"novel": [], "base": []} for h in names + (["text_background"] if "text" in names else [])}
     for r in records:
         if not r["annotations"]:
             continue
@@ -45,8 +46,9 @@ def object_embedding_accuracy(model, records: List[dict], novel_ids, image_forma
             pred = (predictor.embed(x[h], h) @ predictor.class_embeddings.t()).argmax(1)  # G
             for g, ok in zip(groups, (pred == labels).tolist()):
                 hits[h][g].append(ok)
-        logits = predictor.text_logits(predictor.embed(x["text"], "text"))  # G x (K + 1)
-        background = logits.argmax(1) == predictor.class_embeddings.shape[0]
-        for g, bg in zip(groups, background.tolist()):
-            hits["text_background"][g].append(bg)
+        if "text" in names:
+            logits = predictor.text_logits(predictor.embed(x["text"], "text"))  # G x (K + 1)
+            background = logits.argmax(1) == predictor.class_embeddings.shape[0]
+            for g, bg in zip(groups, background.tolist()):
+                hits["text_background"][g].append(bg)
     return {h: {g: float(np.mean(v)) if v else float("nan") for g, v in d.items()} for h, d in hits.items()}
