@@ -8,7 +8,7 @@ Mask AP, APr (novel), APc, APf on toy_v1_val, written as markdown to
 benchmarks/results/toy_paper_table.md. Stages (teacher, RPN, region cache, text classifiers)
 are shared with and cached like ``python -m vild_d2.pipeline``.
 
-    python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/paper_table] [KEY VALUE ...]
+    python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--rows ...] [KEY VALUE ...]
 """
 import argparse
 import dataclasses
@@ -56,17 +56,21 @@ def head_accuracy(pipe_out, world: str):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--output", default="output/paper_table")
+    p.add_argument("--output", default="output/demo", help="pipeline folder; the default shares the "
+                   "teacher, RPN, region cache and ViLD-ensemble run with `make demo`")
     p.add_argument("--world", default=default_toy_root())
     p.add_argument("--fast", action="store_true", help="tiny sizes, a few iterations (smoke test); the table "
                    "goes to --output instead of benchmarks/results")
+    p.add_argument("--rows", nargs="+", choices=[k for _, k in ROWS], default=[k for _, k in ROWS],
+                   help="train only these rows (run several instances in parallel, then once with all rows "
+                        "to assemble the table from the cached runs)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every row")
     args = p.parse_args()
     setup_logger(name="vild_d2")
     base = FAST if args.fast else PipelineSettings()
     table, heads, recall = {}, {}, None
     for seed in args.seeds:
-        for label, kind in ROWS:
+        for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:
             opts = tuple(variant_opts(kind, args.world) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
             out = Pipeline(args.output, args.world, dataclasses.replace(base, opts=opts, num_pictures=0)).run()
             metrics = out["results"][next(iter(out["results"]))]["segm"]

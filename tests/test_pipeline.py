@@ -9,8 +9,8 @@ from .conftest import REPO
 def test_fast_pipeline_end_to_end_and_cached_rerun(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "vild_d2.pipeline", "--fast", "--output", str(tmp_path / "demo")]
-    # two worker processes (gloo) for the training and caching stages, as in `make demo`
-    first = subprocess.run(cmd + ["--workers", "2"], env=env, capture_output=True, text=True, cwd=REPO)
+    # two worker processes (gloo) for the region cache (as in `make demo`) and for training
+    first = subprocess.run(cmd + ["--cache-workers", "2", "--train-workers", "2"], env=env, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stderr[-3000:]
     log = first.stdout + first.stderr
     for header in ("APr", "APc", "APf", "AR@300"):

@@ -57,10 +57,11 @@ class PipelineSettings:
     # Start the ViLD detector from the base-class RPN's backbone and RPN (when the ViLD config
     # names no MODEL.WEIGHTS): the toy world has no pretrained backbone to start from.
     init_from_rpn: bool = True
-    # Processes for the RPN, region-cache and ViLD stages (Detectron2's launch; on CPUs each
-    # takes cpu_count / workers threads: two single-threaded processes do ~1.5x the work of
-    # one two-threaded process on 2 cores).
-    workers: int = 2
+    # Processes (Detectron2's launch; on CPUs each takes cpu_count / n threads) for the region
+    # cache (2 on 2 cores: 1.2x faster) and for training (GPUs: one per GPU; on 2 CPU cores gloo
+    # DDP is slower than one process: 1.47 vs ~1.2 s/iteration for ViLD).
+    cache_workers: int = 2
+    train_workers: int = 1
 
 
 # Seconds instead of minutes: tiny world, few steps. For tests and smoke runs only.
@@ -71,7 +72,7 @@ FAST = PipelineSettings(
           "MODEL.VILD.NUM_CACHED_PROPOSALS", "8", "TEST.DETECTIONS_PER_IMAGE", "20"),
     rpn_opts=("SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "SOLVER.IMS_PER_BATCH", "2"),
     num_pictures=2,
-    workers=1,
+    cache_workers=1,
 )
 
 
@@ -126,21 +127,22 @@ class Pipeline:
         rpn_dir = self.out / f"rpn_{_key(rpn_cfg.dump(), dataclasses.asdict(s.world))}"
         rpn_cfg.OUTPUT_DIR = str(rpn_dir)
         self.stage("RPN (base classes)", (rpn_dir / "model_final.pth").is_file(),
-                   lambda skip: skip or self.launch(self.train, rpn_cfg))
+                   lambda skip: skip or self.launch(self.s.train_workers, self.train, rpn_cfg))
 
         vild_cfg = _cfg(s.vild_config, s.opts, **common, **{"MODEL.VILD.TEST_TEXT_EMBEDDINGS": test_cls})
         settings = RegionCacheSettings(num_proposals=vild_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
                                        scales=tuple(vild_cfg.MODEL.VILD.CROP_SCALES), shard_size=250)
         cache_dir = self.out / f"region_cache_{_key(rpn_dir.name, teacher, dataclasses.asdict(settings))}"
         self.stage("region cache", (cache_dir / "manifest.json").is_file(),
-                   lambda skip: skip or self.launch(self.cache, rpn_cfg, cache_dir, teacher, settings))
+                   lambda skip: skip or self.launch(self.s.cache_workers, self.cache, rpn_cfg, cache_dir, teacher,
+                                                                settings))
         vild_cfg.MODEL.VILD.REGION_CACHE_DIR = str(cache_dir)
         if s.init_from_rpn and not vild_cfg.MODEL.WEIGHTS:
             vild_cfg.MODEL.WEIGHTS = str(rpn_dir / "model_final.pth")
         vild_dir = self.out / f"vild_{_key(vild_cfg.dump())}"
         vild_cfg.OUTPUT_DIR = str(vild_dir)
         self.stage("ViLD training + evaluation", (vild_dir / "eval_results.json").is_file(),
-                   lambda skip: skip or self.launch(self.train, vild_cfg))
+                   lambda skip: skip or self.launch(self.s.train_workers, self.train, vild_cfg))
         results = json.loads((vild_dir / "eval_results.json").read_text())
         recall = self.stage("proposal recall", (rpn_dir / "recall.json").is_file(),
                             lambda skip: json.loads((rpn_dir / "recall.json").read_text()) if skip
@@ -151,12 +153,13 @@ class Pipeline:
         return {"results": results, "recall": recall, "pictures": str(pictures), "timings": self.timings,
                 "vild_cfg": vild_cfg}
 
-    def launch(self, fn, *args) -> bool:
+    @staticmethod
+    def launch(workers: int, fn, *args) -> bool:
         """Run a stage in ``workers`` processes (one: in this process)."""
-        if self.s.workers <= 1:
+        if workers <= 1:
             return fn(*args)
-        threads = max(1, (os.cpu_count() or 1) // self.s.workers)
-        launch(_worker, self.s.workers, dist_url="auto", args=(fn, args, threads))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        launch(_worker, workers, dist_url="auto", args=(fn, args, threads))
         return True
 
     @staticmethod
@@ -231,14 +234,17 @@ def main():
     p.add_argument("--output", default="output/demo", help="pipeline folder (default: %(default)s)")
     p.add_argument("--world", default=default_toy_root(), help="toy world folder (default: %(default)s)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and a few iterations (smoke test)")
-    p.add_argument("--workers", type=int, help="processes for training and caching (default: 2; --fast: 1)")
+    p.add_argument("--cache-workers", type=int, help="processes building the region cache (default: 2; --fast: 1)")
+    p.add_argument("--train-workers", type=int, help="processes (GPUs) per training stage (default: 1)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="ViLD config overrides: KEY VALUE ...")
     args = p.parse_args()
     setup_logger(name="vild_d2")
     setup_logger(name="detectron2")
     base = FAST if args.fast else PipelineSettings()
-    settings = dataclasses.replace(base, opts=base.opts + tuple(args.opts),
-                                   workers=base.workers if args.workers is None else args.workers)
+    settings = dataclasses.replace(base, opts=base.opts + tuple(args.opts))
+    for key in ("cache_workers", "train_workers"):
+        if getattr(args, key) is not None:
+            settings = dataclasses.replace(settings, **{key: getattr(args, key)})
     Pipeline(args.output, args.world, settings).run()
 
 
