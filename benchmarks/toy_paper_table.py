@@ -38,7 +38,7 @@ def variant_opts(kind: str, world: str):
     return ["MODEL.VILD.MODE", kind]
 
 
-def head_accuracy(pipe_out, world: str):
+def head_accuracy(pipe_out):
     """Zero-shot accuracy of the trained text / image heads on toy_v1_val ground-truth boxes."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -58,7 +58,6 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--output", default="output/demo", help="pipeline folder; the default shares the "
                    "teacher, RPN, region cache and ViLD-ensemble run with `make demo`")
-    p.add_argument("--world", default=default_toy_root())
     p.add_argument("--fast", action="store_true", help="tiny sizes, a few iterations (smoke test); the table "
                    "goes to --output instead of benchmarks/results")
     p.add_argument("--rows", nargs="+", choices=[k for _, k in ROWS], default=[k for _, k in ROWS],
@@ -71,13 +70,13 @@ def main():
     table, heads, recall = {}, {}, None
     for seed in args.seeds:
         for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:
-            opts = tuple(variant_opts(kind, args.world) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
-            out = Pipeline(args.output, args.world, dataclasses.replace(base, opts=opts, num_pictures=0)).run()
+            opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
+            out = Pipeline(args.output, default_toy_root(), dataclasses.replace(base, opts=opts, num_pictures=0)).run()
             metrics = out["results"][next(iter(out["results"]))]["segm"]
             table.setdefault(label, []).append([metrics[k] for k in ("AP", "APr", "APc", "APf")])
             recall = out["recall"]
             if not kind.startswith("supervised"):
-                heads.setdefault(label, []).append(head_accuracy(out, args.world))
+                heads.setdefault(label, []).append(head_accuracy(out))
     lines = ["| model | mask AP | APr (novel) | APc | APf |", "| --- | --- | --- | --- | --- |"]
     for label, runs in table.items():
         lines.append(f"| {label} | " + " | ".join(_cell([r[i] for r in runs]) for i in range(4)) + " |")

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -27,3 +29,10 @@ def test_fast_pipeline_end_to_end_and_cached_rerun(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     log2 = second.stdout + second.stderr
     assert log2.count("cached, skipped") == 7 and "running" not in log2
+
+
+def test_world_folder_must_be_the_registered_one(tmp_path):
+    from vild_d2.pipeline import FAST, Pipeline
+
+    with pytest.raises(ValueError, match="DETECTRON2_DATASETS"):
+        Pipeline(str(tmp_path / "demo"), str(tmp_path / "elsewhere"), FAST)

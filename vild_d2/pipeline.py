@@ -99,6 +99,10 @@ def _cfg(path, opts, **overrides):
 
 class Pipeline:
     def __init__(self, out: str, world_root: str, s: PipelineSettings):
+        if Path(world_root).resolve() != Path(default_toy_root()).resolve():
+            # toy_v1_* are registered at import time (in every worker process too) from that root
+            raise ValueError(f"the toy datasets are registered at {default_toy_root()}, not {world_root}: "
+                             "set DETECTRON2_DATASETS to the folder that should hold toy_v1/ instead")
         self.out, self.world_root, self.s = Path(out), world_root, s
         self.timings: Dict[str, tuple] = {}
 
@@ -232,7 +236,6 @@ class Pipeline:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/demo", help="pipeline folder (default: %(default)s)")
-    p.add_argument("--world", default=default_toy_root(), help="toy world folder (default: %(default)s)")
     p.add_argument("--fast", action="store_true", help="tiny sizes and a few iterations (smoke test)")
     p.add_argument("--cache-workers", type=int, help="processes building the region cache (default: 2; --fast: 1)")
     p.add_argument("--train-workers", type=int, help="processes (GPUs) per training stage (default: 1)")
@@ -245,7 +248,7 @@ def main():
     for key in ("cache_workers", "train_workers"):
         if getattr(args, key) is not None:
             settings = dataclasses.replace(settings, **{key: getattr(args, key)})
-    Pipeline(args.output, args.world, settings).run()
+    Pipeline(args.output, default_toy_root(), settings).run()
 
 
 if __name__ == "__main__":
