@@ -106,7 +106,7 @@ def bench_crops(num_props):
 
 
 def bench_storage_and_mapper(num_images):
-    records = DatasetCatalog.get("toy_v1_train_base")[:num_images]
+    records = DatasetCatalog.get("toy_v2_train_base")[:num_images]
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         shards, shard_size = [], 64

@@ -3,7 +3,7 @@
 novel vs base: are the ViLD-image distillation targets any good?
 
     python benchmarks/cache_teacher_accuracy.py --cache output/demo/region_cache_<hash> \
-        --classifier output/demo/text_classifiers/toy_v1_val_<hash>.npy [--dataset toy_v1_train_full]
+        --classifier output/demo/text_classifiers/toy_v2_val_<hash>.npy [--dataset toy_v2_train_full]
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", required=True)
     p.add_argument("--classifier", required=True, help="text classifier of the dataset's (full) vocabulary")
-    p.add_argument("--dataset", default="toy_v1_train_full", help="dataset with all classes annotated")
+    p.add_argument("--dataset", default="toy_v2_train_full", help="dataset with all classes annotated")
     p.add_argument("--max-images", type=int, default=0, help="0 = all")
     args = p.parse_args()
     names = MetadataCatalog.get(args.dataset).thing_classes

@@ -4,7 +4,7 @@
 (a) supervised, base classes only   (b) supervised, all classes (upper bound)
 (c) ViLD-text  (d) ViLD-image  (e) ViLD  (f) ViLD-ensemble
 
-Mask AP, APr (novel), APc, APf on toy_v1_val, written as markdown to
+Mask AP, APr (novel), APc, APf on toy_v2_val, written as markdown to
 benchmarks/results/toy_paper_table.md. Stages (teacher, RPN, region cache, text classifiers)
 are shared with and cached like ``python -m vild_d2.pipeline``.
 
@@ -30,16 +30,16 @@ def variant_opts(kind: str, world: str):
         opts = ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
                 "MODEL.VILD.MODE", "text"]  # text: the data mapper loads no cached regions
         if kind == "supervised_all":
-            return opts + ["DATASETS.TRAIN", "('toy_v1_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES", "24"]
+            return opts + ["DATASETS.TRAIN", "('toy_v2_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES", "24"]
         # Evaluated with the base vocabulary against all classes: novel classes are never predicted.
-        entry = ["toy_v1_val_base_vocab", str(Path(world) / SPLIT_FILES["val"]), str(Path(world) / "images"),
+        entry = ["toy_v2_val_base_vocab", str(Path(world) / SPLIT_FILES["val"]), str(Path(world) / "images"),
                  "base"]
-        return opts + ["DATASETS.VILD.REGISTER", repr([entry]), "DATASETS.TEST", "('toy_v1_val_base_vocab',)"]
+        return opts + ["DATASETS.VILD.REGISTER", repr([entry]), "DATASETS.TEST", "('toy_v2_val_base_vocab',)"]
     return ["MODEL.VILD.MODE", kind]
 
 
 def head_accuracy(pipe_out):
-    """Zero-shot accuracy of the trained text / image heads on toy_v1_val ground-truth boxes."""
+    """Zero-shot accuracy of the trained text / image heads on toy_v2_val ground-truth boxes."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -49,8 +49,8 @@ def head_accuracy(pipe_out):
     cfg = pipe_out["vild_cfg"]
     model = ViLDTrainer.build_model(cfg)
     DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
-    return object_embedding_accuracy(model.eval(), DatasetCatalog.get("toy_v1_val"),
-                                     MetadataCatalog.get("toy_v1_val").novel_class_ids, cfg.INPUT.FORMAT)
+    return object_embedding_accuracy(model.eval(), DatasetCatalog.get("toy_v2_val"),
+                                     MetadataCatalog.get("toy_v2_val").novel_class_ids, cfg.INPUT.FORMAT)
 
 
 def main():

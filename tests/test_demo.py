@@ -8,7 +8,7 @@ from .conftest import INSTANT, run_script
 
 def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path):
     run, _ = instant_run
-    images = toy_env / "toy_v1/images/val"
+    images = toy_env / "toy_v2/images/val"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     vocab = ["red circle", "green square", "blue triangle"]  # rare classes: never labelled in training

@@ -149,7 +149,7 @@ def test_corrupt_shard_and_manifest_mismatch(world, tmp_path, toy_cfg):
 
 
 def _cli(world, out, *extra):
-    return ["--config-file", str(TOY_CFG), "--dataset", "toy_v1_train_full", "--proposals",
+    return ["--config-file", str(TOY_CFG), "--dataset", "toy_v2_train_full", "--proposals",
             str(world / "proposals.pkl"), "--output", str(out), "--shard-size", "1", "--num-workers", "0",
             "--device", "cpu", *extra, "MODEL.VILD.CLIP_MODEL", str(world / "clip.pt"),
             "MODEL.VILD.NUM_CACHED_PROPOSALS", "8"]
@@ -175,7 +175,7 @@ def test_sigkill_then_resume_is_byte_identical(world, tmp_path):
 
 
 def test_two_process_gloo_build_is_byte_identical(world, tmp_path, monkeypatch):
-    # Spawned ranks register toy_v1_* under $DETECTRON2_DATASETS; the 1-process reference runs
+    # Spawned ranks register toy_v2_* under $DETECTRON2_DATASETS; the 1-process reference runs
     # as a subprocess for the same reason.
     monkeypatch.setenv("DETECTRON2_DATASETS", str(world))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

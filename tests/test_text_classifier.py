@@ -94,7 +94,7 @@ def test_vocabulary_sources(tmp_path):
     assert load_vocabulary("lvis_v1_val")[1] == syns  # detectron2's registered LVIS gets the synonyms
     assert len(load_vocabulary("coco")[0]) == 80
     toy_names, _ = load_vocabulary("toy")
-    assert len(toy_names) == 24 and toy_names == load_vocabulary("toy_v1_val")[0]
+    assert len(toy_names) == 24 and toy_names == load_vocabulary("toy_v2_val")[0]
     with pytest.raises(ValueError, match="empty vocabulary"):
         load_vocabulary(" , ")
 

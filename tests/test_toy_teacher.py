@@ -13,7 +13,7 @@ TINY_TEACHER = TeacherSettings(steps=30, batch_size=32, warmup=5, seed=1)
 
 def test_tiny_training_lowers_loss_and_roundtrips_through_clip_load(tmp_path):
     torch.manual_seed(0)
-    world = tmp_path / "toy_v1"
+    world = tmp_path / "toy_v2"
     build_toy_world(world, ToyWorldSettings(num_train=40, num_val=8, seed=1), workers=1)
     history = []
     train_toy_clip(world, TINY_TEACHER, history=history)

@@ -22,7 +22,7 @@ def _digest(root):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy") / "toy_v1"
+    root = tmp_path_factory.mktemp("toy") / "toy_v2"
     build_toy_world(root, TINY, workers=1)
     return root
 
@@ -38,7 +38,7 @@ def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
 def test_lvis_api_loads_every_split_and_base_hides_rare(world):
     splits = {s: LVIS(str(world / f)) for s, f in SPLIT_FILES.items()}
     cats = splits["val"].dataset["categories"]
-    assert len(cats) == 24 and sum(c["frequency"] == "r" for c in cats) == 6
+    assert len(cats) == 24 and sum(c["frequency"] == "r" for c in cats) == 8
     rare = {c["id"] for c in cats if c["frequency"] == "r"}
     base_anns = splits["train_base"].dataset["annotations"]
     full_anns = splits["train_full"].dataset["annotations"]
@@ -67,15 +67,15 @@ def test_boxes_match_masks_exactly(world):
 def test_registration_vocabularies(world):
     register_toy_world(str(world), prefix="ttoy")
     base, val = MetadataCatalog.get("ttoy_train_base"), MetadataCatalog.get("ttoy_val")
-    assert len(base.thing_classes) == 18 and base.novel_class_ids == []
-    assert len(val.thing_classes) == 24 and len(val.novel_class_ids) == 6
+    assert len(base.thing_classes) == 16 and base.novel_class_ids == []
+    assert len(val.thing_classes) == 24 and len(val.novel_class_ids) == 8
     assert val.evaluator_type == "lvis"
     assert set(val.novel_class_ids) | set(val.base_class_ids) == set(range(24))
     assert [val.thing_classes[i] for i in val.base_class_ids] == base.thing_classes
     records = DatasetCatalog.get("ttoy_train_base")
     assert len(records) == TINY.num_train
     annos = [a for r in records for a in r["annotations"]]
-    assert annos and all(0 <= a["category_id"] < 18 and a["segmentation"] for a in annos)
+    assert annos and all(0 <= a["category_id"] < 16 and a["segmentation"] for a in annos)
     assert len(DatasetCatalog.get("ttoy_val")) == TINY.num_val
 
 

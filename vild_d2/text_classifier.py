@@ -63,7 +63,7 @@ def builtin_vocabulary(name: str) -> Optional[Tuple[List[str], List[List[str]]]]
         names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
         return names, [[n] for n in names]
     if name == "toy":
-        return load_vocabulary("toy_v1_val")
+        return load_vocabulary("toy_v2_val")
     return None
 
 

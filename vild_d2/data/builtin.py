@@ -1,7 +1,7 @@
 """Datasets registered on ``import vild_d2``, under ``$DETECTRON2_DATASETS`` (default ``datasets``).
 
-* Toy world: ``toy_v1_train_base`` (base vocabulary, rare annotations removed),
-  ``toy_v1_train_full`` and ``toy_v1_val`` (all 24 categories).
+* Toy world: ``toy_v2_train_base`` (base vocabulary, rare annotations removed),
+  ``toy_v2_train_full`` and ``toy_v2_val`` (all 24 categories).
 * LVIS v1: ``lvis_v1_train_base`` (866 frequent + common classes, every image kept); Detectron2's
   own ``lvis_v1_val`` gets the frequencies and the rare = novel split in its metadata.
 * COCO: ``coco_2017_train_ov_base`` (48 classes) and ``coco_2017_val_ov_all`` (48 + 17).
@@ -25,10 +25,10 @@ def _root() -> str:
 
 
 def default_toy_root() -> str:
-    return os.path.join(_root(), "toy_v1")
+    return os.path.join(_root(), "toy_v2")
 
 
-def register_toy_world(root: str, prefix: str = "toy_v1") -> None:
+def register_toy_world(root: str, prefix: str = "toy_v2") -> None:
     cats = [{"id": c.id, "name": c.name, "synonyms": [c.name], "frequency": c.frequency}
             for c in toy_categories()]
     hint = f"Generate it with: python datasets/prepare_toy.py --output {root}"
