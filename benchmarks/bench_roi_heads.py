@@ -34,7 +34,7 @@ def make_batch(n, size, num_regions, dim, seed=0):
         xy = torch.rand(3, 2, generator=g) * size * 0.6
         boxes = torch.cat([xy, xy + size * 0.1 + torch.rand(3, 2, generator=g) * size * 0.3], 1)
         gt.gt_boxes = Boxes(boxes)
-        gt.gt_classes = torch.randint(0, 16, (3,), generator=g)
+        gt.gt_classes = torch.randint(0, 18, (3,), generator=g)
         masks = torch.zeros(3, size, size, dtype=torch.bool)
         for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
             masks[i, y0:y1, x0:x1] = True

@@ -38,7 +38,7 @@ def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
 def test_lvis_api_loads_every_split_and_base_hides_rare(world):
     splits = {s: LVIS(str(world / f)) for s, f in SPLIT_FILES.items()}
     cats = splits["val"].dataset["categories"]
-    assert len(cats) == 24 and sum(c["frequency"] == "r" for c in cats) == 8
+    assert len(cats) == 24 and sum(c["frequency"] == "r" for c in cats) == 6
     rare = {c["id"] for c in cats if c["frequency"] == "r"}
     base_anns = splits["train_base"].dataset["annotations"]
     full_anns = splits["train_full"].dataset["annotations"]
@@ -67,15 +67,15 @@ def test_boxes_match_masks_exactly(world):
 def test_registration_vocabularies(world):
     register_toy_world(str(world), prefix="ttoy")
     base, val = MetadataCatalog.get("ttoy_train_base"), MetadataCatalog.get("ttoy_val")
-    assert len(base.thing_classes) == 16 and base.novel_class_ids == []
-    assert len(val.thing_classes) == 24 and len(val.novel_class_ids) == 8
+    assert len(base.thing_classes) == 18 and base.novel_class_ids == []
+    assert len(val.thing_classes) == 24 and len(val.novel_class_ids) == 6
     assert val.evaluator_type == "lvis"
     assert set(val.novel_class_ids) | set(val.base_class_ids) == set(range(24))
     assert [val.thing_classes[i] for i in val.base_class_ids] == base.thing_classes
     records = DatasetCatalog.get("ttoy_train_base")
     assert len(records) == TINY.num_train
     annos = [a for r in records for a in r["annotations"]]
-    assert annos and all(0 <= a["category_id"] < 16 and a["segmentation"] for a in annos)
+    assert annos and all(0 <= a["category_id"] < 18 and a["segmentation"] for a in annos)
     assert len(DatasetCatalog.get("ttoy_val")) == TINY.num_val
 
 
@@ -90,3 +90,19 @@ def test_existing_world_is_reused_and_never_overwritten(world):
     with pytest.raises(ToyWorldMismatchError, match="seed"):
         build_toy_world(world, ToyWorldSettings(num_train=12, num_val=4, seed=9))
     assert json.loads((world / "settings.json").read_text())["seed"] == TINY.seed
+
+
+def test_names_are_opaque_words():
+    """Novel names must not be spelled out of base words (else text alone transfers)."""
+    import clip
+
+    from vild_d2.toy.scenes import COLOURS, SHAPES, toy_categories
+
+    cats = toy_categories()
+    names = [c.name for c in cats]
+    assert len(set(names)) == 24 and [c.name for c in cats if c.frequency == "r"] == [
+        "cherry", "lawn", "shark", "sheriff", "medic", "frog"]
+    assert not any(w in n for n in names for w in list(COLOURS) + list(SHAPES))
+    tokens = {c.name: set(clip.tokenize([c.name], context_length=16)[0, 1:].tolist()) - {0, 49407} for c in cats}
+    base_tokens = set().union(*(tokens[c.name] for c in cats if c.frequency != "r"))
+    assert all(not (tokens[c.name] & base_tokens) for c in cats if c.frequency == "r")

@@ -18,7 +18,7 @@ def batch(seed=0, num_regions=(5, 3)):
         image = torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8)
         gt = Instances((h, w))
         gt.gt_boxes = Boxes(torch.tensor([[10.0, 12, 50, 60], [70, 20, 120, 90]]))
-        gt.gt_classes = torch.tensor([3, 15])
+        gt.gt_classes = torch.tensor([3, 17])
         masks = torch.zeros(2, h, w, dtype=torch.bool)
         masks[0, 12:60, 10:50] = True
         masks[1, 20:90, 70:120] = True
@@ -82,8 +82,8 @@ def test_image_modes_need_cached_regions(toy_cfg):
 
 
 def test_class_count_mismatch_names_the_key(toy_cfg, tmp_path):
-    toy_cfg.MODEL.ROI_HEADS.NUM_CLASSES = 15
-    with pytest.raises(ValueError, match="NUM_CLASSES=15.*TEXT_EMBEDDINGS"):
+    toy_cfg.MODEL.ROI_HEADS.NUM_CLASSES = 17
+    with pytest.raises(ValueError, match="NUM_CLASSES=17.*TEXT_EMBEDDINGS"):
         build_model(toy_cfg)
 
 

@@ -25,13 +25,14 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import launch
-from detectron2.structures import BoxMode, Boxes, pairwise_iou
+from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
 from .config import add_vild_config
 from .data import register_from_config
+from .data.records import annotation_boxes
 from .data.builtin import default_toy_root
 from .engine import ViLDTrainer, summary_table
 from .region_cache import DetectorProposalSource, RegionCacheSettings, build_region_cache
@@ -135,7 +136,7 @@ class Pipeline:
 
         vild_cfg = _cfg(s.vild_config, s.opts, **common, **{"MODEL.VILD.TEST_TEXT_EMBEDDINGS": test_cls})
         settings = RegionCacheSettings(num_proposals=vild_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
-                                       scales=tuple(vild_cfg.MODEL.VILD.CROP_SCALES), shard_size=250)
+                                       scales=tuple(vild_cfg.MODEL.VILD.CROP_SCALES), shard_size=100)
         cache_dir = self.out / f"region_cache_{_key(rpn_dir.name, teacher, dataclasses.asdict(settings))}"
         self.stage("region cache", (cache_dir / "manifest.json").is_file(),
                    lambda skip: skip or self.launch(self.s.cache_workers, self.cache, rpn_cfg, cache_dir, teacher,
@@ -170,6 +171,9 @@ class Pipeline:
     def train(cfg) -> bool:
         register_from_config(cfg)  # DATASETS.VILD.REGISTER, in every worker process
         cfg.freeze()
+        if comm.is_main_process():  # the full config, for train_net.py --eval-only and reruns by hand
+            Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.OUTPUT_DIR) / "config.yaml").write_text(cfg.dump())
         trainer = ViLDTrainer(cfg)
         trainer.resume_or_load(resume=True)  # a killed stage resumes from its last checkpoint
         trainer.train()
@@ -193,8 +197,7 @@ class Pipeline:
         hits = {"novel": [], "base": []}
         for r in DatasetCatalog.get("toy_v2_val"):
             boxes, _ = source(r, read_image(r["file_name"], format="RGB"))
-            gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                                     for a in r["annotations"]], dtype=torch.float32).reshape(-1, 4))
+            gt = annotation_boxes(r)
             best = pairwise_iou(gt, Boxes(torch.from_numpy(boxes[:top_k]))).max(1).values if len(boxes) else \
                 torch.zeros(len(gt))
             for a, b in zip(r["annotations"], best.tolist()):

@@ -11,8 +11,9 @@ from typing import Dict, List
 import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
-from detectron2.structures import Boxes, BoxMode
+from detectron2.structures import Boxes
 
+from ..data.records import annotation_boxes
 from ..visualize import convert_rgb
 
 __all__ = ["object_embedding_accuracy"]
@@ -35,8 +36,7 @@ def object_embedding_accuracy(model, records: List[dict], novel_ids, image_forma
         image = convert_rgb(read_image(r["file_name"], format="RGB"), image_format)
         images = model.preprocess_image([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}])
         features = model.backbone(images.tensor)
-        gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                                 for a in r["annotations"]], dtype=torch.float32, device=images.tensor.device))
+        gt = annotation_boxes(r, device=images.tensor.device)
         pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [gt])  # G x C' x S x S
         x = {"text": heads.box_head(pooled)}  # G x C
         x["image"] = heads.image_box_head(pooled) if heads.image_box_head is not None else x["text"]

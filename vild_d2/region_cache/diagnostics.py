@@ -8,7 +8,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
-from detectron2.structures import Boxes, BoxMode, pairwise_iou
+from detectron2.structures import Boxes, pairwise_iou
+
+from ..data.records import annotation_boxes
 
 from .storage import RegionCache
 
@@ -27,8 +29,7 @@ def cached_embedding_accuracy(cache: RegionCache, records: List[dict], text_embe
         boxes, embeds, _ = cache.get(r["image_id"])
         if not len(boxes):
             continue
-        gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                                 for a in r["annotations"]], dtype=torch.float32))
+        gt = annotation_boxes(r)
         best, match = pairwise_iou(Boxes(torch.from_numpy(np.array(boxes))), gt).max(1)  # M, M
         pred = (torch.from_numpy(np.array(embeds, dtype=np.float32)) @ text_embeddings.float().t()).argmax(1)
         for k in torch.nonzero(best >= iou_threshold).flatten().tolist():

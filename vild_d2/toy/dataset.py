@@ -38,7 +38,7 @@ _SPLIT_SEED = {"train": 1, "val": 2}
 
 @dataclasses.dataclass(frozen=True)
 class ToyWorldSettings:
-    num_train: int = 2000
+    num_train: int = 1200
     num_val: int = 300
     seed: int = 0
     min_size: int = 128

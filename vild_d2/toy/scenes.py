@@ -17,7 +17,18 @@ COLOURS = {
     "yellow": (230, 205, 40),
 }
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart")
-NOVEL_SHAPES = ("star", "cross")  # every colour of these is a rare (novel) category
+# One opaque word per colour-shape category (in COLOURS order), as LVIS names are words, not
+# attribute lists: with names like "red star" the text embeddings of novel combinations are
+# spelled out of base words, and text alone transfers (the first toy world showed ViLD-text
+# as good as the supervised upper bound on novel classes). No word is a colour or shape word.
+WORDS = {
+    "circle": ("cherry", "pea", "marble", "lemon"),
+    "square": ("brick", "lawn", "denim", "cheese"),
+    "triangle": ("flame", "pine", "shark", "nacho"),
+    "star": ("ruby", "clover", "sapphire", "sheriff"),
+    "cross": ("medic", "cactus", "compass", "daisy"),
+    "heart": ("valentine", "frog", "locket", "honey"),
+}
 
 
 @dataclass(frozen=True)
@@ -29,19 +40,17 @@ class ToyCategory:
 
     @property
     def name(self) -> str:
-        return f"{self.colour}_{self.shape}"
+        return WORDS[self.shape][list(COLOURS).index(self.colour)]
 
 
 def toy_categories() -> List[ToyCategory]:
-    """24 categories; the 8 of the shapes in NOVEL_SHAPES are rare (novel). No base class
-    name contains a novel shape's word, as LVIS's rare classes are mostly new kinds of thing:
-    the text embedding of "red star" alone does not tell a detector trained on circles,
-    squares, triangles and hearts what a star looks like (the unlabelled stars in its
-    training images were background to it); only distilled image embeddings do."""
+    """24 categories; a quarter rare. Shape i is rare in colour i mod 4, so every colour and
+    every shape is also seen among the base classes: a novel object looks like base ones, while
+    its name is a word never seen in training."""
     cats = []
     for s_idx, shape in enumerate(SHAPES):
         for c_idx, colour in enumerate(COLOURS):
-            if shape in NOVEL_SHAPES:
+            if c_idx == s_idx % len(COLOURS):
                 freq = "r"
             else:
                 freq = "f" if (c_idx + s_idx) % 2 == 0 else "c"

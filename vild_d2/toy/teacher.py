@@ -34,7 +34,7 @@ TEACHER_TEMPLATES = ("a photo of a {}.", "a {}.", "a {} shape.", "a drawing of a
 
 @dataclasses.dataclass(frozen=True)
 class TeacherSettings:
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -120,7 +120,7 @@ def train_toy_clip(world_root, s: TeacherSettings = TeacherSettings(), history: 
     by_class = [torch.nonzero(rois[:, 5] == c["id"]).flatten() for c in data["categories"]]
     seen = torch.tensor([i for i, members in enumerate(by_class) if len(members)])  # tiny worlds miss some
     model = build_toy_clip(s).float().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / s.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
     bar = tqdm(range(s.steps), desc="toy CLIP teacher")
