@@ -51,7 +51,7 @@ def test_base_split_drops_exactly_rare_annotations(toy_env):
     plain = toy_env / "plain.json"
     plain.write_text(json.dumps(data))
     register_ov_lvis_instances("plain_base", str(plain), str(toy_env / "toy_v2/images"), vocabulary="base",
-                               novel_classes=["red_circle", "blue_star"])
+                               novel_classes=["cherry", "sapphire"])
     assert len(MetadataCatalog.get("plain_base").thing_classes) == 22
     with pytest.raises(ValueError, match="purple_moon"):
         register_ov_lvis_instances("bad", str(plain), "x", novel_classes=["purple_moon"])
