@@ -32,8 +32,8 @@ from PIL import Image
 
 from .config import add_vild_config
 from .data import register_from_config
-from .data.records import annotation_boxes
 from .data.builtin import default_toy_root
+from .data.records import annotation_boxes
 from .engine import ViLDTrainer, summary_table
 from .region_cache import DetectorProposalSource, RegionCacheSettings, build_region_cache
 from .text_classifier import cached_text_classifier, load_clip
