@@ -27,6 +27,7 @@ from vild_d2.crops import clip_crops
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.region_cache.builder import embed_regions
 from vild_d2.region_cache.storage import write_manifest, write_shard
+from vild_d2.toy import TOY_PREFIX
 
 from bench_text_classifier import vit_b32_random
 
@@ -106,7 +107,7 @@ def bench_crops(num_props):
 
 
 def bench_storage_and_mapper(num_images):
-    records = DatasetCatalog.get("toy_v2_train_base")[:num_images]
+    records = DatasetCatalog.get(f"{TOY_PREFIX}_train_base")[:num_images]
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         shards, shard_size = [], 64

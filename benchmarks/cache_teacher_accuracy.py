@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Zero-shot accuracy of the cached CLIP region embeddings on proposals that overlap an object,
-novel vs base: are the ViLD-image distillation targets any good?
+novel vs base, and the share of objects that any cached proposal covers (IoU >= 0.5): are the
+ViLD-image distillation targets any good, and do they reach the novel objects at all?
 
     python benchmarks/cache_teacher_accuracy.py --cache output/demo/region_cache_<hash> \
         --classifier output/demo/text_classifiers/toy_v2_val_<hash>.npy [--dataset toy_v2_train_full]
@@ -14,13 +15,14 @@ import vild_d2  # noqa: F401  (registers datasets)
 from vild_d2.region_cache import RegionCache
 from vild_d2.region_cache.diagnostics import cached_embedding_accuracy
 from vild_d2.text_classifier import load_text_classifier
+from vild_d2.toy import TOY_PREFIX
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", required=True)
     p.add_argument("--classifier", required=True, help="text classifier of the dataset's (full) vocabulary")
-    p.add_argument("--dataset", default="toy_v2_train_full", help="dataset with all classes annotated")
+    p.add_argument("--dataset", default=f"{TOY_PREFIX}_train_full", help="dataset with all classes annotated")
     p.add_argument("--max-images", type=int, default=0, help="0 = all")
     args = p.parse_args()
     names = MetadataCatalog.get(args.dataset).thing_classes

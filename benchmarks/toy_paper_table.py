@@ -4,7 +4,7 @@
 (a) supervised, base classes only   (b) supervised, all classes (upper bound)
 (c) ViLD-text  (d) ViLD-image  (e) ViLD  (f) ViLD-ensemble
 
-Mask AP, APr (novel), APc, APf on toy_v2_val, written as markdown to
+Mask AP, APr (novel), APc, APf on the toy validation set, written as markdown to
 benchmarks/results/toy_paper_table.md. Stages (teacher, RPN, region cache, text classifiers)
 are shared with and cached like ``python -m vild_d2.pipeline``.
 
@@ -12,14 +12,16 @@ are shared with and cached like ``python -m vild_d2.pipeline``.
 """
 import argparse
 import dataclasses
+import logging
 from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
 from vild_d2.data.builtin import default_toy_root
-from vild_d2.pipeline import FAST, Pipeline, PipelineSettings
-from vild_d2.toy import SPLIT_FILES
+from vild_d2.pipeline import FAST, VAL, Pipeline, PipelineSettings
+from vild_d2.toy import SPLIT_FILES, TOY_PREFIX
 
+logger = logging.getLogger("vild_d2.toy_paper_table")
 ROWS = (("(a) supervised, base only", "supervised_base"), ("(b) supervised, all classes", "supervised_all"),
         ("(c) ViLD-text", "text"), ("(d) ViLD-image", "image"), ("(e) ViLD", "vild"), ("(f) ViLD-ensemble", "ensemble"))
 
@@ -30,16 +32,16 @@ def variant_opts(kind: str, world: str):
         opts = ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
                 "MODEL.VILD.MODE", "text"]  # text: the data mapper loads no cached regions
         if kind == "supervised_all":
-            return opts + ["DATASETS.TRAIN", "('toy_v2_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES", "24"]
+            return opts + ["DATASETS.TRAIN", f"('{TOY_PREFIX}_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES", "24"]
         # Evaluated with the base vocabulary against all classes: novel classes are never predicted.
-        entry = ["toy_v2_val_base_vocab", str(Path(world) / SPLIT_FILES["val"]), str(Path(world) / "images"),
+        entry = [f"{VAL}_base_vocab", str(Path(world) / SPLIT_FILES["val"]), str(Path(world) / "images"),
                  "base"]
-        return opts + ["DATASETS.VILD.REGISTER", repr([entry]), "DATASETS.TEST", "('toy_v2_val_base_vocab',)"]
+        return opts + ["DATASETS.VILD.REGISTER", repr([entry]), "DATASETS.TEST", f"('{VAL}_base_vocab',)"]
     return ["MODEL.VILD.MODE", kind]
 
 
 def head_accuracy(pipe_out):
-    """Zero-shot accuracy of the trained text / image heads on toy_v2_val ground-truth boxes."""
+    """Zero-shot accuracy of the trained text / image heads on the validation ground-truth boxes."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -49,8 +51,8 @@ def head_accuracy(pipe_out):
     cfg = pipe_out["vild_cfg"]
     model = ViLDTrainer.build_model(cfg)
     DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
-    return object_embedding_accuracy(model.eval(), DatasetCatalog.get("toy_v2_val"),
-                                     MetadataCatalog.get("toy_v2_val").novel_class_ids, cfg.INPUT.FORMAT)
+    return object_embedding_accuracy(model.eval(), DatasetCatalog.get(VAL),
+                                     MetadataCatalog.get(VAL).novel_class_ids, cfg.INPUT.FORMAT)
 
 
 def main():
@@ -92,10 +94,13 @@ def main():
               f"{100 * recall['novel']:.1f}%, base {100 * recall['base']:.1f}%.", "",
               f"Seeds: {args.seeds}; overrides: {args.opts or 'none'}; config: {Path(base.vild_config).name}."]
     text = "\n".join(lines) + "\n"
+    print(text)
+    if len(args.rows) < len(ROWS):  # a partial run must not overwrite the assembled table
+        logger.info("only rows %s: table printed, not written (rerun with all rows to assemble it)", args.rows)
+        return
     out = Path(args.output) if args.fast else Path(__file__).resolve().parent / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "toy_paper_table.md").write_text(text)
-    print(text)
 
 
 def _cell(vals) -> str:

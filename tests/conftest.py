@@ -9,6 +9,7 @@ from detectron2.data import MetadataCatalog
 
 from vild_d2 import add_vild_config
 from vild_d2.text_classifier import clip_identity, save_text_classifier
+from vild_d2.toy import TOY_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CFG = REPO / "configs/toy/Base-ViLD-Toy-R18-FPN.yaml"
@@ -24,16 +25,16 @@ def random_classifier(path, names, dim=64, seed=0, clip="name:test"):
 
 @pytest.fixture(scope="session")
 def toy_env(tmp_path_factory):
-    """<tmp>/toy_v2: a 10 + 4 image toy world registered as ``tiny_toy_*``; <tmp>/clip.pt: a
-    random toy-sized CLIP that ``clip.load`` accepts. Subprocesses see the world as ``toy_v2_*``
+    """<tmp>/TOY_PREFIX: a 10 + 4 image toy world registered as ``tiny_toy_*``; <tmp>/clip.pt: a
+    random toy-sized CLIP that ``clip.load`` accepts. Subprocesses see the world as ``TOY_PREFIX_*``
     with ``DETECTRON2_DATASETS=<tmp>``."""
     from vild_d2.data.builtin import register_toy_world
     from vild_d2.toy import ToyWorldSettings, build_toy_world
     from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
 
     base = tmp_path_factory.mktemp("toy_env")
-    build_toy_world(base / "toy_v2", ToyWorldSettings(num_train=10, num_val=4, seed=5), workers=1)
-    register_toy_world(str(base / "toy_v2"), prefix="tiny_toy")
+    build_toy_world(base / TOY_PREFIX, ToyWorldSettings(num_train=10, num_val=4, seed=5), workers=1)
+    register_toy_world(str(base / TOY_PREFIX), prefix="tiny_toy")
     torch.manual_seed(0)
     torch.save(build_toy_clip(TeacherSettings()).state_dict(), base / "clip.pt")
     return base
@@ -47,9 +48,9 @@ def toy_cfg(tmp_path):
     cfg.merge_from_file(str(TOY_CFG))
     ident = clip_identity(cfg.MODEL.VILD.CLIP_MODEL)
     cfg.MODEL.VILD.TEXT_EMBEDDINGS = random_classifier(
-        tmp_path / "train.npy", MetadataCatalog.get("toy_v2_train_base").thing_classes, clip=ident)
+        tmp_path / "train.npy", MetadataCatalog.get(f"{TOY_PREFIX}_train_base").thing_classes, clip=ident)
     cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS = random_classifier(
-        tmp_path / "test.npy", MetadataCatalog.get("toy_v2_val").thing_classes, seed=1, clip=ident)
+        tmp_path / "test.npy", MetadataCatalog.get(f"{TOY_PREFIX}_val").thing_classes, seed=1, clip=ident)
     cfg.MODEL.DEVICE = "cpu"
     cfg.OUTPUT_DIR = str(tmp_path / "output")
     return cfg

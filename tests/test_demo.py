@@ -3,12 +3,14 @@ import json
 
 from PIL import Image
 
+from vild_d2.toy import TOY_PREFIX
+
 from .conftest import INSTANT, run_script
 
 
 def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path):
     run, _ = instant_run
-    images = toy_env / "toy_v2/images/val"
+    images = toy_env / TOY_PREFIX / "images" / "val"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     vocab = ["cherry", "lawn", "shark"]  # rare classes: never labelled in training

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from vild_d2.toy import TOY_PREFIX
+
 from .conftest import REPO
 
 
@@ -18,8 +20,8 @@ def test_fast_pipeline_end_to_end_and_cached_rerun(tmp_path):
     for header in ("APr", "APc", "APf", "AR@300"):
         assert header in log
     demo = tmp_path / "demo"
-    assert (tmp_path / "data/toy_v2/settings.json").is_file()
-    assert list((tmp_path / "data/toy_v2/teacher").glob("toy_clip_*.pt"))
+    assert (tmp_path / "data" / TOY_PREFIX / "settings.json").is_file()
+    assert list((tmp_path / "data" / TOY_PREFIX / "teacher").glob("toy_clip_*.pt"))
     assert len(list((demo / "text_classifiers").glob("*.npy"))) == 2
     assert list(demo.glob("rpn_*/model_final.pth")) and list(demo.glob("rpn_*/recall.json"))
     assert list(demo.glob("region_cache_*/manifest.json"))

@@ -21,6 +21,7 @@ from vild_d2.region_cache import (CacheMismatchError, CorruptCacheError, Proposa
 from vild_d2.region_cache.cli import build_from_args, make_parser
 from vild_d2.region_cache.storage import write_manifest, write_shard
 from vild_d2.text_classifier import load_clip
+from vild_d2.toy import TOY_PREFIX
 
 from .conftest import REPO, TOY_CFG
 
@@ -149,7 +150,7 @@ def test_corrupt_shard_and_manifest_mismatch(world, tmp_path, toy_cfg):
 
 
 def _cli(world, out, *extra):
-    return ["--config-file", str(TOY_CFG), "--dataset", "toy_v2_train_full", "--proposals",
+    return ["--config-file", str(TOY_CFG), "--dataset", f"{TOY_PREFIX}_train_full", "--proposals",
             str(world / "proposals.pkl"), "--output", str(out), "--shard-size", "1", "--num-workers", "0",
             "--device", "cpu", *extra, "MODEL.VILD.CLIP_MODEL", str(world / "clip.pt"),
             "MODEL.VILD.NUM_CACHED_PROPOSALS", "8"]
@@ -175,7 +176,7 @@ def test_sigkill_then_resume_is_byte_identical(world, tmp_path):
 
 
 def test_two_process_gloo_build_is_byte_identical(world, tmp_path, monkeypatch):
-    # Spawned ranks register toy_v2_* under $DETECTRON2_DATASETS; the 1-process reference runs
+    # Spawned ranks register TOY_PREFIX_* under $DETECTRON2_DATASETS; the 1-process reference runs
     # as a subprocess for the same reason.
     monkeypatch.setenv("DETECTRON2_DATASETS", str(world))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -199,3 +200,6 @@ def test_cached_embedding_accuracy_counts_object_proposals(world, tmp_path):
     kept = sum(min(len(r["annotations"]), 8) for r in records)
     assert out["novel"]["proposals"] + out["base"]["proposals"] >= kept
     assert 0.0 < out["share_overlapping_objects"] <= 1.0
+    # ... and every object (at most 4 per image) is covered by its own box.
+    assert out["novel"]["objects"] + out["base"]["objects"] == sum(len(r["annotations"]) for r in records)
+    assert out["novel"]["objects_covered"] == out["base"]["objects_covered"] == 1.0

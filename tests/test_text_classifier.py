@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from vild_d2.text_classifier import (ClassifierMismatchError, cached_text_classifier, clean_class_name,
                                      encode_classes, load_clip, load_text_classifier, load_vocabulary,
                                      read_templates)
+from vild_d2.toy import TOY_PREFIX
 from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
 
 TEMPLATES = ["a photo of a {}.", "a {} in the scene.", "art of the {}."]
@@ -94,7 +95,7 @@ def test_vocabulary_sources(tmp_path):
     assert load_vocabulary("lvis_v1_val")[1] == syns  # detectron2's registered LVIS gets the synonyms
     assert len(load_vocabulary("coco")[0]) == 80
     toy_names, _ = load_vocabulary("toy")
-    assert len(toy_names) == 24 and toy_names == load_vocabulary("toy_v2_val")[0]
+    assert len(toy_names) == 24 and toy_names == load_vocabulary(f"{TOY_PREFIX}_val")[0]
     with pytest.raises(ValueError, match="empty vocabulary"):
         load_vocabulary(" , ")
 

@@ -4,7 +4,7 @@ import dataclasses
 import clip
 import torch
 
-from vild_d2.toy import ToyWorldSettings, build_toy_world
+from vild_d2.toy import TOY_PREFIX, ToyWorldSettings, build_toy_world
 from vild_d2.toy.teacher import (TeacherSettings, class_token_table, ensure_teacher, teacher_path,
                                  train_toy_clip)
 
@@ -13,7 +13,7 @@ TINY_TEACHER = TeacherSettings(steps=30, batch_size=32, warmup=5, seed=1)
 
 def test_tiny_training_lowers_loss_and_roundtrips_through_clip_load(tmp_path):
     torch.manual_seed(0)
-    world = tmp_path / "toy_v2"
+    world = tmp_path / TOY_PREFIX
     build_toy_world(world, ToyWorldSettings(num_train=40, num_val=8, seed=1), workers=1)
     history = []
     train_toy_clip(world, TINY_TEACHER, history=history)

@@ -7,7 +7,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from lvis import LVIS
 
 from vild_d2.data.builtin import register_toy_world
-from vild_d2.toy import SPLIT_FILES, ToyWorldMismatchError, ToyWorldSettings, build_toy_world
+from vild_d2.toy import SPLIT_FILES, TOY_PREFIX, ToyWorldMismatchError, ToyWorldSettings, build_toy_world
 
 TINY = ToyWorldSettings(num_train=12, num_val=4, seed=3)
 
@@ -22,7 +22,7 @@ def _digest(root):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy") / "toy_v2"
+    root = tmp_path_factory.mktemp("toy") / TOY_PREFIX
     build_toy_world(root, TINY, workers=1)
     return root
 

@@ -11,6 +11,7 @@ from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMa
 from vild_d2.data import register_ov_lvis_instances
 from vild_d2.engine import ViLDTrainer
 from vild_d2.evaluation import OVCOCOEvaluator
+from vild_d2.toy import SPLIT_FILES, TOY_PREFIX
 
 from .conftest import train_net
 
@@ -44,13 +45,13 @@ def test_base_split_drops_exactly_rare_annotations(toy_env):
         kept = [names_full[a["category_id"]] for a in rf["annotations"] if a["category_id"] not in rare]
         assert [names_base[a["category_id"]] for a in rb["annotations"]] == kept
     # A json without LVIS frequencies: novel classes by name; the same path a user takes.
-    json_file = toy_env / "toy_v2/annotations/toy_v2_val.json"
+    json_file = toy_env / TOY_PREFIX / SPLIT_FILES["val"]
     data = json.loads(json_file.read_text())
     for c in data["categories"]:
         c.pop("frequency")
     plain = toy_env / "plain.json"
     plain.write_text(json.dumps(data))
-    register_ov_lvis_instances("plain_base", str(plain), str(toy_env / "toy_v2/images"), vocabulary="base",
+    register_ov_lvis_instances("plain_base", str(plain), str(toy_env / TOY_PREFIX / "images"), vocabulary="base",
                                novel_classes=["cherry", "sapphire"])
     assert len(MetadataCatalog.get("plain_base").thing_classes) == 22
     with pytest.raises(ValueError, match="purple_moon"):
@@ -83,12 +84,12 @@ def test_lvis_evaluator_perfect_predictions(toy_env, tmp_path):
 
 
 def test_coco_ov_evaluator_reports_novel_base_all(toy_env, tmp_path):
-    data = json.loads((toy_env / "toy_v2/annotations/toy_v2_val.json").read_text())
+    data = json.loads((toy_env / TOY_PREFIX / SPLIT_FILES["val"]).read_text())
     for a in data["annotations"]:
         a["iscrowd"] = 0  # COCO format
     coco_json = tmp_path / "coco.json"
     coco_json.write_text(json.dumps(data))
-    register_ov_lvis_instances("tiny_toy_val_coco", str(coco_json), str(toy_env / "toy_v2/images"), fmt="coco")
+    register_ov_lvis_instances("tiny_toy_val_coco", str(coco_json), str(toy_env / TOY_PREFIX / "images"), fmt="coco")
     records = DatasetCatalog.get("tiny_toy_val_coco")
     ev = ViLDTrainer.build_evaluator(_cfg_stub(tmp_path), "tiny_toy_val_coco")
     assert isinstance(ev, OVCOCOEvaluator)
@@ -111,11 +112,11 @@ def test_instant_train_eval_then_eval_only_reproduces(toy_env, instant_run, tmp_
     run, log = instant_run
     assert "ViLD evaluation summary" in log and "APr" in log
     results = json.loads((run / "eval_results.json").read_text())
-    assert {"AP", "APr", "APc", "APf"} <= set(results["toy_v2_val"]["segm"])
+    assert {"AP", "APr", "APc", "APf"} <= set(results[f"{TOY_PREFIX}_val"]["segm"])
     train_net(toy_env, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", str(run / "model_final.pth"))
     again = json.loads((tmp_path / "eval/eval_results.json").read_text())
     # four iterations may detect nothing on some CPUs: then both runs report NaN
-    assert again["toy_v2_val"]["bbox"]["AP"] == pytest.approx(results["toy_v2_val"]["bbox"]["AP"], abs=1e-6,
+    assert again[f"{TOY_PREFIX}_val"]["bbox"]["AP"] == pytest.approx(results[f"{TOY_PREFIX}_val"]["bbox"]["AP"], abs=1e-6,
                                                               nan_ok=True)
 
 
@@ -142,7 +143,7 @@ def test_two_process_gloo_train_net(toy_env, tmp_path):
 def test_prepare_lvis_base_split_file(toy_env, tmp_path):
     from vild_d2.data.lvis_ov import write_base_split
 
-    src = toy_env / "toy_v2/annotations/toy_v2_train_full.json"
+    src = toy_env / TOY_PREFIX / SPLIT_FILES["train_full"]
     stats = write_base_split(str(src), str(tmp_path / "base.json"))
     full, base = json.loads(src.read_text()), json.loads((tmp_path / "base.json").read_text())
     rare = {c["id"] for c in full["categories"] if c["frequency"] == "r"}

@@ -6,6 +6,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from vild_d2.modeling import MODES
+from vild_d2.toy import TOY_PREFIX
 
 from .conftest import random_classifier
 
@@ -96,7 +97,7 @@ def test_classifier_for_other_vocabulary_is_rejected(toy_cfg, tmp_path):
 def test_dimension_mismatch(toy_cfg, tmp_path):
     from detectron2.data import MetadataCatalog
 
-    names = MetadataCatalog.get("toy_v2_val").thing_classes
+    names = MetadataCatalog.get(f"{TOY_PREFIX}_val").thing_classes
     from vild_d2.text_classifier import clip_identity
 
     toy_cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS = random_classifier(

@@ -37,13 +37,14 @@ from .data.records import annotation_boxes
 from .engine import ViLDTrainer, summary_table
 from .region_cache import DetectorProposalSource, RegionCacheSettings, build_region_cache
 from .text_classifier import cached_text_classifier, load_clip
-from .toy import ToyWorldSettings, build_toy_world
+from .toy import TOY_PREFIX, ToyWorldSettings, build_toy_world
 from .toy.dataset import read_settings
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
 from .visualize import convert_rgb, draw_detections
 
 logger = logging.getLogger("vild_d2.pipeline")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
+TRAIN, VAL = f"{TOY_PREFIX}_train_base", f"{TOY_PREFIX}_val"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +102,9 @@ def _cfg(path, opts, **overrides):
 class Pipeline:
     def __init__(self, out: str, world_root: str, s: PipelineSettings):
         if Path(world_root).resolve() != Path(default_toy_root()).resolve():
-            # toy_v2_* are registered at import time (in every worker process too) from that root
+            # TOY_PREFIX_* are registered at import time (in every worker process too) from that root
             raise ValueError(f"the toy datasets are registered at {default_toy_root()}, not {world_root}: "
-                             "set DETECTRON2_DATASETS to the folder that should hold toy_v2/ instead")
+                             f"set DETECTRON2_DATASETS to the folder that should hold {TOY_PREFIX}/ instead")
         self.out, self.world_root, self.s = Path(out), world_root, s
         self.timings: Dict[str, tuple] = {}
 
@@ -126,7 +127,7 @@ class Pipeline:
                                  lambda skip: ensure_teacher(self.world_root, s.teacher)))
         text_dir = self.out / "text_classifiers"
         train_cls, test_cls = (str(cached_text_classifier(text_dir, d, teacher)) for d in
-                               ("toy_v2_train_base", "toy_v2_val"))
+                               (TRAIN, VAL))
         common = {"MODEL.VILD.CLIP_MODEL": teacher, "MODEL.VILD.TEXT_EMBEDDINGS": train_cls}
         rpn_cfg = _cfg(s.rpn_config, s.rpn_opts, **common)
         rpn_dir = self.out / f"rpn_{_key(rpn_cfg.dump(), dataclasses.asdict(s.world))}"
@@ -182,20 +183,20 @@ class Pipeline:
     @staticmethod
     def cache(rpn_cfg, cache_dir, teacher, settings) -> bool:
         source = DetectorProposalSource(rpn_cfg, str(Path(rpn_cfg.OUTPUT_DIR) / "model_final.pth"))
-        build_region_cache(cache_dir, DatasetCatalog.get("toy_v2_train_base"), source, load_clip(teacher), teacher,
-                           settings, dataset_name="toy_v2_train_base", num_workers=1)
+        build_region_cache(cache_dir, DatasetCatalog.get(TRAIN), source, load_clip(teacher), teacher,
+                           settings, dataset_name=TRAIN, num_workers=1)
         return True
 
     @staticmethod
     def recall(rpn_cfg, rpn_dir, top_k: int = 300, iou: float = 0.5) -> Dict:
-        """AR@300 at IoU 0.5 of the RPN on toy_v2_val objects, novel versus base classes."""
+        """AR@300 at IoU 0.5 of the RPN on validation objects, novel versus base classes."""
         cfg = rpn_cfg.clone()
         cfg.defrost()
         cfg.MODEL.RPN.POST_NMS_TOPK_TEST = top_k
         source = DetectorProposalSource(cfg, str(rpn_dir / "model_final.pth"))
-        novel = set(MetadataCatalog.get("toy_v2_val").novel_class_ids)
+        novel = set(MetadataCatalog.get(VAL).novel_class_ids)
         hits = {"novel": [], "base": []}
-        for r in DatasetCatalog.get("toy_v2_val"):
+        for r in DatasetCatalog.get(VAL):
             boxes, _ = source(r, read_image(r["file_name"], format="RGB"))
             gt = annotation_boxes(r)
             best = pairwise_iou(gt, Boxes(torch.from_numpy(boxes[:top_k]))).max(1).values if len(boxes) else \
@@ -212,10 +213,10 @@ class Pipeline:
         model = ViLDTrainer.build_model(cfg)
         DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
         model.eval()
-        meta = MetadataCatalog.get("toy_v2_val")
+        meta = MetadataCatalog.get(VAL)
         tmp = folder.with_name(folder.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
-        for r in DatasetCatalog.get("toy_v2_val")[: self.s.num_pictures]:
+        for r in DatasetCatalog.get(VAL)[: self.s.num_pictures]:
             image = read_image(r["file_name"], format="RGB")
             with torch.no_grad():
                 model_image = convert_rgb(image, cfg.INPUT.FORMAT)

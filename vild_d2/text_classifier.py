@@ -63,7 +63,10 @@ def builtin_vocabulary(name: str) -> Optional[Tuple[List[str], List[List[str]]]]
         names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
         return names, [[n] for n in names]
     if name == "toy":
-        return load_vocabulary("toy_v2_val")
+        from .toy import toy_categories
+
+        names = [c.name for c in toy_categories()]
+        return names, [[n] for n in names]
     return None
 
 

@@ -1,7 +1,7 @@
 """Datasets registered on ``import vild_d2``, under ``$DETECTRON2_DATASETS`` (default ``datasets``).
 
-* Toy world: ``toy_v2_train_base`` (base vocabulary, rare annotations removed),
-  ``toy_v2_train_full`` and ``toy_v2_val`` (all 24 categories).
+* Toy world (prefix ``vild_d2.toy.TOY_PREFIX``, now ``toy_v2``): ``toy_v2_train_base`` (base
+  vocabulary, rare annotations removed), ``toy_v2_train_full`` and ``toy_v2_val`` (all 24 categories).
 * LVIS v1: ``lvis_v1_train_base`` (866 frequent + common classes, every image kept); Detectron2's
   own ``lvis_v1_val`` gets the frequencies and the rare = novel split in its metadata.
 * COCO: ``coco_2017_train_ov_base`` (48 classes) and ``coco_2017_val_ov_all`` (48 + 17).
@@ -13,7 +13,7 @@ import os
 from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
-from ..toy import SPLIT_FILES, toy_categories
+from ..toy import SPLIT_FILES, TOY_PREFIX, toy_categories
 from .coco_ov import COCO_OV_BASE, COCO_OV_NOVEL, register_ov_coco_instances
 from .lvis_ov import ov_lvis_metadata, register_ov_lvis_instances
 
@@ -25,10 +25,10 @@ def _root() -> str:
 
 
 def default_toy_root() -> str:
-    return os.path.join(_root(), "toy_v2")
+    return os.path.join(_root(), TOY_PREFIX)
 
 
-def register_toy_world(root: str, prefix: str = "toy_v2") -> None:
+def register_toy_world(root: str, prefix: str = TOY_PREFIX) -> None:
     cats = [{"id": c.id, "name": c.name, "synonyms": [c.name], "frequency": c.frequency}
             for c in toy_categories()]
     hint = f"Generate it with: python datasets/prepare_toy.py --output {root}"

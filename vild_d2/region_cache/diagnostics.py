@@ -1,8 +1,11 @@
-"""How good are the distillation targets? Zero-shot accuracy of cached CLIP embeddings.
+"""How good are the distillation targets? Zero-shot accuracy of cached CLIP embeddings, and
+how many objects the cached proposals cover at all.
 
 For every cached proposal that overlaps a ground-truth object (IoU >= threshold), the cached
 embedding is classified against a text classifier (K x D); accuracy is reported for novel and
-base objects. Shapes: M cached proposals, G objects of an image, K classes, D dim.
+base objects, with the share of objects that some cached proposal overlaps (an object no
+proposal covers is never distilled). Shapes: M cached proposals, G objects of an image,
+K classes, D dim.
 """
 from typing import Dict, List, Sequence
 
@@ -22,6 +25,7 @@ def cached_embedding_accuracy(cache: RegionCache, records: List[dict], text_embe
     """``records``: dataset dicts whose ``category_id`` index ``text_embeddings`` (all classes)."""
     novel = set(novel_ids)
     hits = {"novel": [], "base": []}
+    covered = {"novel": [], "base": []}
     overlapping, total = 0, 0
     for r in records:
         if r["image_id"] not in cache or not r["annotations"]:
@@ -30,13 +34,18 @@ def cached_embedding_accuracy(cache: RegionCache, records: List[dict], text_embe
         if not len(boxes):
             continue
         gt = annotation_boxes(r)
-        best, match = pairwise_iou(Boxes(torch.from_numpy(np.array(boxes))), gt).max(1)  # M, M
+        iou = pairwise_iou(Boxes(torch.from_numpy(np.array(boxes))), gt)  # M x G
+        best, match = iou.max(1)  # M, M
+        for a, hit in zip(r["annotations"], (iou.max(0).values >= iou_threshold).tolist()):
+            covered["novel" if a["category_id"] in novel else "base"].append(hit)
         pred = (torch.from_numpy(np.array(embeds, dtype=np.float32)) @ text_embeddings.float().t()).argmax(1)
         for k in torch.nonzero(best >= iou_threshold).flatten().tolist():
             c = r["annotations"][match[k]]["category_id"]
             hits["novel" if c in novel else "base"].append(int(pred[k]) == c)
         overlapping += int((best >= iou_threshold).sum())
         total += len(boxes)
-    out = {k: {"accuracy": float(np.mean(v)) if v else float("nan"), "proposals": len(v)} for k, v in hits.items()}
+    out = {k: {"accuracy": float(np.mean(v)) if v else float("nan"), "proposals": len(v),
+               "objects_covered": float(np.mean(covered[k])) if covered[k] else float("nan"),
+               "objects": len(covered[k])} for k, v in hits.items()}
     out["share_overlapping_objects"] = overlapping / max(total, 1)
     return out

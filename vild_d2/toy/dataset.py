@@ -28,11 +28,11 @@ from .scenes import render_scene, toy_categories
 
 logger = logging.getLogger(__name__)
 
-SPLIT_FILES = {
-    "train_base": "annotations/toy_v2_train_base.json",
-    "train_full": "annotations/toy_v2_train_full.json",
-    "val": "annotations/toy_v2_val.json",
-}
+# Version of the toy world: the prefix of its dataset names (toy_v2_train_base, toy_v2_val, ...),
+# its folder under $DETECTRON2_DATASETS and its annotation files. A new world changes this string
+# and the DATASETS of configs/toy/Base-ViLD-Toy-R18-FPN.yaml.
+TOY_PREFIX = "toy_v2"
+SPLIT_FILES = {split: f"annotations/{TOY_PREFIX}_{split}.json" for split in ("train_base", "train_full", "val")}
 _SPLIT_SEED = {"train": 1, "val": 2}
 
 
