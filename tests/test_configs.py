@@ -5,6 +5,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from vild_d2 import add_vild_config
+from vild_d2.toy import TOY_PREFIX
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
@@ -21,6 +22,16 @@ def test_config_loads(path):
     cfg.merge_from_file(str(path))
     assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
     assert cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK
+
+
+@pytest.mark.parametrize("path", sorted((CONFIG_DIR / "toy").rglob("*.yaml")), ids=lambda p: p.name)
+def test_toy_configs_name_the_current_toy_world(path):
+    # A new toy world changes TOY_PREFIX and these DATASETS together.
+    cfg = get_cfg()
+    add_vild_config(cfg)
+    cfg.merge_from_file(str(path))
+    for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
+        assert name.startswith(f"{TOY_PREFIX}_"), f"{path.name}: {name} is not a {TOY_PREFIX} dataset"
 
 
 def test_vild_defaults():
