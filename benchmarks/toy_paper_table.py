@@ -83,12 +83,13 @@ def main():
     for label, runs in table.items():
         lines.append(f"| {label} | " + " | ".join(_cell([r[i] for r in runs]) for i in range(4)) + " |")
     lines += ["", "Zero-shot accuracy of each region-embedding head on validation ground-truth boxes "
-              "(argmax over all 24 classes; diagnostic):", "",
+              "(argmax over all 24 classes; diagnostic), and how often the text head's softmax with background "
+              "calls the object background:", "",
               "| model | head | novel | base |", "| --- | --- | --- | --- |"]
     for label, runs in heads.items():
-        for head in ("text", "image"):
+        for head, name in (("text", "text"), ("image", "image"), ("text_background", "text: background")):
             if head in runs[0]:
-                lines.append(f"| {label} | {head} | " + " | ".join(
+                lines.append(f"| {label} | {name} | " + " | ".join(
                     _cell([100 * r[head][g] for r in runs]) for g in ("novel", "base")) + " |")
     lines += ["", f"Proposal recall AR@300 (IoU 0.5) of the base-class RPN on validation objects: novel "
               f"{100 * recall['novel']:.1f}%, base {100 * recall['base']:.1f}%.", "",
