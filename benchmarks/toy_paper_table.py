@@ -8,7 +8,7 @@ Mask AP, APr (novel), APc, APf on the toy validation set, written as markdown to
 benchmarks/results/toy_paper_table.md. Stages (teacher, RPN, region cache, text classifiers)
 are shared with and cached like ``python -m vild_d2.pipeline``.
 
-    python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--rows ...] [KEY VALUE ...]
+    python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--rows ...] [--opts KEY VALUE ...]
 """
 import argparse
 import dataclasses
@@ -65,7 +65,8 @@ def main():
     p.add_argument("--rows", nargs="+", choices=[k for _, k in ROWS], default=[k for _, k in ROWS],
                    help="train only these rows (run several instances in parallel, then once with all rows "
                         "to assemble the table from the cached runs)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every row")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="config overrides for every row: KEY VALUE ... (last on the command line)")
     args = p.parse_args()
     setup_logger(name="vild_d2")
     base = FAST if args.fast else PipelineSettings()
