@@ -55,7 +55,7 @@ def head_accuracy(pipe_out):
                                      MetadataCatalog.get(VAL).novel_class_ids, cfg.INPUT.FORMAT)
 
 
-def main():
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--output", default="output/demo", help="pipeline folder; the default shares the "
@@ -67,7 +67,11 @@ def main():
                         "to assemble the table from the cached runs)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides for every row: KEY VALUE ... (last on the command line)")
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = make_parser().parse_args()
     setup_logger(name="vild_d2")
     base = FAST if args.fast else PipelineSettings()
     table, heads, recall = {}, {}, None
