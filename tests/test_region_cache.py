@@ -13,7 +13,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.engine import launch
-from detectron2.structures import BitMasks
+from detectron2.structures import BitMasks, BoxMode
 
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.region_cache import (CacheMismatchError, CorruptCacheError, ProposalFileSource, RegionCache,
@@ -203,3 +203,20 @@ def test_cached_embedding_accuracy_counts_object_proposals(world, tmp_path):
     # ... and every object (at most 4 per image) is covered by its own box.
     assert out["novel"]["objects"] + out["base"]["objects"] == sum(len(r["annotations"]) for r in records)
     assert out["novel"]["objects_covered"] == out["base"]["objects_covered"] == 1.0
+
+
+def test_objects_of_an_image_without_cached_proposals_count_as_uncovered():
+    from vild_d2.region_cache.diagnostics import cached_embedding_accuracy
+
+    class OneEmptyImage:  # the RegionCache interface the diagnostic uses
+        def __contains__(self, image_id):
+            return image_id == 1
+
+        def get(self, image_id):
+            return np.zeros((0, 4), np.float32), np.zeros((0, 64), np.float16), np.zeros(0, np.float32)
+
+    record = {"image_id": 1, "annotations": [{"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+                                              "category_id": 3}]}
+    out = cached_embedding_accuracy(OneEmptyImage(), [record], torch.eye(24, 64), novel_ids=[3])
+    assert (out["novel"]["objects"], out["novel"]["objects_covered"], out["novel"]["proposals"]) == (1, 0.0, 0)
+    assert out["base"]["objects"] == 0

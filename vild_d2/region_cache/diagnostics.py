@@ -31,13 +31,16 @@ def cached_embedding_accuracy(cache: RegionCache, records: List[dict], text_embe
         if r["image_id"] not in cache or not r["annotations"]:
             continue
         boxes, embeds, _ = cache.get(r["image_id"])
-        if not len(boxes):
+        groups = ["novel" if a["category_id"] in novel else "base" for a in r["annotations"]]
+        if not len(boxes):  # no cached proposal: none of its objects is covered
+            for g in groups:
+                covered[g].append(False)
             continue
         gt = annotation_boxes(r)
         iou = pairwise_iou(Boxes(torch.from_numpy(np.array(boxes))), gt)  # M x G
         best, match = iou.max(1)  # M, M
-        for a, hit in zip(r["annotations"], (iou.max(0).values >= iou_threshold).tolist()):
-            covered["novel" if a["category_id"] in novel else "base"].append(hit)
+        for g, hit in zip(groups, (iou.max(0).values >= iou_threshold).tolist()):
+            covered[g].append(hit)
         pred = (torch.from_numpy(np.array(embeds, dtype=np.float32)) @ text_embeddings.float().t()).argmax(1)
         for k in torch.nonzero(best >= iou_threshold).flatten().tolist():
             c = r["annotations"][match[k]]["category_id"]
