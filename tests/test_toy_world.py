@@ -101,17 +101,8 @@ def test_names_are_opaque_words():
     cats = toy_categories()
     names = [c.name for c in cats]
     assert len(set(names)) == 24 and [c.name for c in cats if c.frequency == "r"] == [
-        "lawn", "sheriff", "valentine", "frog", "locket", "honey"]
+        "cherry", "lawn", "shark", "sheriff", "medic", "frog"]
     assert not any(w in n for n in names for w in list(COLOURS) + list(SHAPES))
     tokens = {c.name: set(clip.tokenize([c.name], context_length=16)[0, 1:].tolist()) - {0, 49407} for c in cats}
     base_tokens = set().union(*(tokens[c.name] for c in cats if c.frequency != "r"))
     assert all(not (tokens[c.name] & base_tokens) for c in cats if c.frequency == "r")
-
-
-def test_rare_kinds():
-    """No base class is a heart (a concept only the teacher knows); every colour is a base colour."""
-    from vild_d2.toy.scenes import COLOURS, NOVEL_SHAPE, SHAPES, toy_categories
-
-    base = [c for c in toy_categories() if c.frequency != "r"]
-    assert len(base) == 18 and NOVEL_SHAPE in SHAPES
-    assert {c.shape for c in base} == set(SHAPES) - {NOVEL_SHAPE} and {c.colour for c in base} == set(COLOURS)
