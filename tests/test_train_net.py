@@ -164,6 +164,7 @@ def test_optimizer_choice():
     cfg.MODEL.VILD.OPTIMIZER = "AdamW"
     opt = ViLDTrainer.build_optimizer(cfg, model)
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == cfg.SOLVER.BASE_LR
+    assert opt.defaults["fused"]  # one kernel over all tensors (benchmarks/README.md: step time)
     cfg.MODEL.VILD.OPTIMIZER = "adam"
     with pytest.raises(ValueError, match="MODEL.VILD.OPTIMIZER"):
         ViLDTrainer.build_optimizer(cfg, model)
