@@ -12,6 +12,7 @@ are shared with and cached like ``python -m vild_d2.pipeline``.
 """
 import argparse
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -41,18 +42,25 @@ def variant_opts(kind: str, world: str):
 
 
 def head_accuracy(pipe_out):
-    """Zero-shot accuracy of the trained text / image heads on the validation ground-truth boxes."""
+    """Zero-shot accuracy of the trained text / image heads on the validation ground-truth boxes,
+    cached in the run's folder (as the pipeline caches recall.json): a row run and the assembling
+    run then evaluate each model once."""
+    cfg = pipe_out["vild_cfg"]
+    cached = Path(cfg.OUTPUT_DIR) / "head_accuracy.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from vild_d2.engine import ViLDTrainer
     from vild_d2.modeling.diagnostics import object_embedding_accuracy
 
-    cfg = pipe_out["vild_cfg"]
     model = ViLDTrainer.build_model(cfg)
     DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
-    return object_embedding_accuracy(model.eval(), DatasetCatalog.get(VAL),
-                                     MetadataCatalog.get(VAL).novel_class_ids, cfg.INPUT.FORMAT)
+    accuracy = object_embedding_accuracy(model.eval(), DatasetCatalog.get(VAL),
+                                         MetadataCatalog.get(VAL).novel_class_ids, cfg.INPUT.FORMAT)
+    cached.write_text(json.dumps(accuracy, indent=1))
+    return accuracy
 
 
 def make_parser() -> argparse.ArgumentParser:
