@@ -1,5 +1,6 @@
 """Toy CLIP teacher: training lowers the loss; the checkpoint round-trips through clip.load."""
 import dataclasses
+import json
 
 import clip
 import torch
@@ -21,6 +22,8 @@ def test_tiny_training_lowers_loss_and_roundtrips_through_clip_load(tmp_path):
 
     path = ensure_teacher(world, TINY_TEACHER)
     assert path == teacher_path(world, TINY_TEACHER) and path.with_suffix(".json").is_file()
+    report = json.loads(path.with_suffix(".json").read_text())["zero_shot_val"]["1.0x"]
+    assert 0 <= report["background"] <= 1 and report["background_crops"] > 0
     assert ensure_teacher(world, TINY_TEACHER) == path  # cached: no retraining
     other = teacher_path(world, dataclasses.replace(TINY_TEACHER, seed=2))
     assert other != path
@@ -38,3 +41,28 @@ def test_tiny_training_lowers_loss_and_roundtrips_through_clip_load(tmp_path):
         exact = model.encode_text(tokens), model.encode_image(image)
     for a, b in zip(loaded, exact):
         assert torch.allclose(a, b, atol=0.05, rtol=0.05)
+
+
+def test_background_rois_avoid_every_object(tmp_path):
+    from torchvision.ops import box_iou
+
+    from vild_d2.toy.teacher import annotation_rois, background_rois, load_split_tensors
+
+    world = tmp_path / TOY_PREFIX
+    build_toy_world(world, ToyWorldSettings(num_train=12, num_val=2, seed=3), workers=1)
+    _, data = load_split_tensors(world, "train_full")
+    bg = background_rois(data, torch.Generator().manual_seed(0), per_image=4)
+    assert bg.shape[1] == 6 and 0 < len(bg) <= 4 * 12
+    assert torch.bincount(bg[:, 0].long(), minlength=12).max() <= 4
+    assert (bg[:, 5] == 0).all()
+    gt = annotation_rois(data)
+    for i, im in enumerate(data["images"]):
+        mine = bg[bg[:, 0] == i, 1:5]
+        assert (mine[:, :2] >= 0).all() and (mine[:, 2] <= im["width"]).all() and (mine[:, 3] <= im["height"]).all()
+        sides = mine[:, 2:] - mine[:, :2]
+        assert ((sides >= 12) & (sides <= 60)).all()
+        objects = gt[gt[:, 0] == i, 1:5]
+        if len(mine) and len(objects):
+            assert box_iou(mine, objects).max() < 0.1
+    again = background_rois(data, torch.Generator().manual_seed(0), per_image=4)
+    assert torch.equal(bg, again)  # seeded
