@@ -63,6 +63,16 @@ def head_accuracy(pipe_out):
     return accuracy
 
 
+def detection_breakdown(pipe_out):
+    """Where the run's confident validation detections land (see confident_detection_breakdown)."""
+    from vild_d2.modeling.diagnostics import confident_detection_breakdown
+
+    (results,) = (Path(pipe_out["vild_cfg"].OUTPUT_DIR) / "inference").glob("*/lvis_instances_results.json")
+    gt = json.loads((Path(default_toy_root()) / SPLIT_FILES["val"]).read_text())
+    novel = [c["id"] for c in gt["categories"] if c["frequency"] == "r"]
+    return confident_detection_breakdown(json.loads(results.read_text()), gt, novel)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -82,7 +92,7 @@ def main():
     args = make_parser().parse_args()
     setup_logger(name="vild_d2")
     base = FAST if args.fast else PipelineSettings()
-    table, heads, recall = {}, {}, None
+    table, heads, landing, recall = {}, {}, {}, None
     for seed in args.seeds:
         for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:
             opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
@@ -90,6 +100,7 @@ def main():
             metrics = out["results"][next(iter(out["results"]))]["segm"]
             table.setdefault(label, []).append([metrics[k] for k in ("AP", "APr", "APc", "APf")])
             recall = out["recall"]
+            landing.setdefault(label, []).append(detection_breakdown(out))
             if not kind.startswith("supervised"):
                 heads.setdefault(label, []).append(head_accuracy(out))
     lines = ["| model | mask AP | APr (novel) | APc | APf |", "| --- | --- | --- | --- | --- |"]
@@ -104,6 +115,14 @@ def main():
             if head in runs[0]:
                 lines.append(f"| {label} | {name} | " + " | ".join(
                     _cell([100 * r[head][g] for r in runs]) for g in ("novel", "base")) + " |")
+    lines += ["", "Where confident detections (score >= 0.3) on the validation images land, by predicted "
+              "class (novel / base): on an object of that class, on another object, on background "
+              "(IoU >= 0.5 with the best-overlapping object):", "",
+              "| model | novel: right | novel: other object | novel: background | base: right | base: other object "
+              "| base: background |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, runs in landing.items():
+        lines.append(f"| {label} | " + " | ".join(_cell([r[g][w] for r in runs], digits=0) for g in ("novel", "base")
+                                                  for w in ("right", "other_object", "background")) + " |")
     lines += ["", f"Proposal recall AR@300 (IoU 0.5) of the base-class RPN on validation objects: novel "
               f"{100 * recall['novel']:.1f}%, base {100 * recall['base']:.1f}%.", "",
               f"Seeds: {args.seeds}; overrides: {args.opts or 'none'}; config: {Path(base.vild_config).name}."]
@@ -117,8 +136,8 @@ def main():
     (out / "toy_paper_table.md").write_text(text)
 
 
-def _cell(vals) -> str:
-    return f"{sum(vals) / len(vals):.1f}" + (f" ± {max(vals) - min(vals):.1f}" if len(vals) > 1 else "")
+def _cell(vals, digits: int = 1) -> str:
+    return f"{sum(vals) / len(vals):.{digits}f}" + (f" ± {max(vals) - min(vals):.{digits}f}" if len(vals) > 1 else "")
 
 
 if __name__ == "__main__":

@@ -5,18 +5,22 @@ head, and each region-embedding head (``text``; ``image`` as well in ensemble mo
 is classified against the inference vocabulary (K x D): accuracy for novel and base objects, and
 how often the text head's softmax over K + 1 puts the object into background. Shapes: G objects
 of an image, C box-head features, K classes, D embedding dim.
+
+:func:`confident_detection_breakdown` reads a model's LVIS results instead: where its confident
+detections of novel and of base classes land (the right object, another object, background).
 """
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Boxes
+from torchvision.ops import box_iou
 
 from ..data.records import annotation_boxes
 from ..visualize import convert_rgb
 
-__all__ = ["object_embedding_accuracy"]
+__all__ = ["object_embedding_accuracy", "confident_detection_breakdown"]
 
 
 @torch.no_grad()
@@ -52,3 +56,41 @@ def object_embedding_accuracy(model, records: List[dict], novel_ids, image_forma
             for g, bg in zip(groups, background.tolist()):
                 hits["text_background"][g].append(bg)
     return {h: {g: float(np.mean(v)) if v else float("nan") for g, v in d.items()} for h, d in hits.items()}
+
+
+def _xyxy(xywh) -> torch.Tensor:
+    b = torch.tensor(xywh, dtype=torch.float32).view(-1, 4)
+    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], dim=1)
+
+
+def confident_detection_breakdown(results: List[dict], gt: dict, novel_category_ids: Iterable[int],
+                                  min_score: float = 0.3, iou: float = 0.5) -> Dict[str, Dict[str, int]]:
+    """Count detections scoring at least ``min_score`` by predicted group (``novel``/``base``) and by
+    where they land: ``right`` (IoU >= ``iou`` with an object of their class, the best-overlapping
+    object), ``other_object`` (best-overlapping object of another class) or ``background``.
+
+    ``results``: LVIS/COCO result dicts (image_id, category_id, bbox XYWH, score); ``gt``: the LVIS
+    json dict; ``novel_category_ids``: dataset category ids."""
+    novel = set(novel_category_ids)
+    objects: Dict[int, list] = {}
+    for a in gt["annotations"]:
+        objects.setdefault(a["image_id"], []).append(a)
+    dets: Dict[int, list] = {}
+    for r in results:
+        if r["score"] >= min_score:
+            dets.setdefault(r["image_id"], []).append(r)
+    counts = {g: {"right": 0, "other_object": 0, "background": 0} for g in ("novel", "base")}
+    for image_id, mine in dets.items():
+        groups = ["novel" if r["category_id"] in novel else "base" for r in mine]
+        gts = objects.get(image_id, [])
+        if not gts:
+            for g in groups:
+                counts[g]["background"] += 1
+            continue
+        overlap = box_iou(_xyxy([r["bbox"] for r in mine]), _xyxy([a["bbox"] for a in gts]))  # dets x objects
+        best_iou, best = overlap.max(1)
+        for g, r, v, j in zip(groups, mine, best_iou.tolist(), best.tolist()):
+            where = "background" if v < iou else (
+                "right" if gts[j]["category_id"] == r["category_id"] else "other_object")
+            counts[g][where] += 1
+    return counts

@@ -54,6 +54,7 @@ class TeacherSettings:
     text_width: int = 64  # clip.model.build_model infers heads = width // 64
     text_layers: int = 2
     background_fraction: float = 0.2  # share of each batch that is background crops (0: none)
+    logit_scale: float = 100.0  # > 0: fixed contrastive logit scale (trained CLIP: 100); 0: learned
 
 
 def build_toy_clip(s: TeacherSettings) -> CLIP:
@@ -152,6 +153,9 @@ def train_toy_clip(world_root, s: TeacherSettings = TeacherSettings(), history: 
     by_class.append(torch.arange(len(rois) - len(background), len(rois)))  # pseudo-class K
     num_background = round(s.background_fraction * s.batch_size) if len(background) else 0
     model = build_toy_clip(s).float().train()
+    if s.logit_scale > 0:
+        model.logit_scale.data.fill_(math.log(s.logit_scale))
+        model.logit_scale.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / s.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(i, s.steps) / s.steps)))

@@ -1,0 +1,22 @@
+"""Detection breakdown: confident detections counted by where they land, exact counts."""
+from vild_d2.modeling.diagnostics import confident_detection_breakdown
+
+
+def test_confident_detection_breakdown_counts_each_case():
+    gt = {"annotations": [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
+        {"image_id": 1, "category_id": 2, "bbox": [20, 20, 10, 10]},
+    ]}
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},    # base, right
+        {"image_id": 1, "category_id": 2, "bbox": [1, 1, 10, 10], "score": 0.8},    # novel on object 1
+        {"image_id": 1, "category_id": 2, "bbox": [20, 20, 10, 9], "score": 0.7},   # novel, right
+        {"image_id": 1, "category_id": 2, "bbox": [50, 50, 10, 10], "score": 0.6},  # novel, background
+        {"image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 10], "score": 0.5},    # IoU 0.22: background
+        {"image_id": 1, "category_id": 1, "bbox": [20, 20, 10, 10], "score": 0.2},  # below the score
+        {"image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.4},      # image without objects
+    ]
+    counts = confident_detection_breakdown(results, gt, novel_category_ids=[2], min_score=0.3)
+    assert counts == {"novel": {"right": 1, "other_object": 1, "background": 1},
+                      "base": {"right": 1, "other_object": 0, "background": 2}}
+    assert confident_detection_breakdown(results, gt, [2], min_score=0.1)["base"]["other_object"] == 1
