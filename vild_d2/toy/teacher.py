@@ -5,7 +5,10 @@ background: CLIP was trained on whole images, so a crop of wall or floor embeds 
 those, not near an object class. A teacher trained on object crops alone maps every background
 crop to one point (measured: 93 % of them nearest one class, at cosine 0.68), and ViLD-image then
 distils that class into every background proposal. Crops are jittered like detector proposals
-(partial, tight, with context); background crops are random boxes away from every object. The checkpoint is a plain
+(partial, tight, with context); background crops are random boxes away from every object.
+The logit scale is fixed at trained CLIP's 100 (learned, it stayed near its start, 14): crops
+then sit at cosine ~0.6 to their own text and ~0.5 to the others, CLIP's narrow cone, and the
+background point is about equally far from every class. The checkpoint is a plain
 state_dict that the unmodified ``clip.load(path, jit=False)`` loads, the same path users take
 with OpenAI's checkpoints. Shapes: B crops in a batch, K categories, T templates, L tokens.
 """
