@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List
 import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, BoxMode
 from torchvision.ops import box_iou
 
 from ..data.records import annotation_boxes
@@ -59,8 +59,7 @@ def object_embedding_accuracy(model, records: List[dict], novel_ids, image_forma
 
 
 def _xyxy(xywh) -> torch.Tensor:
-    b = torch.tensor(xywh, dtype=torch.float32).view(-1, 4)
-    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], dim=1)
+    return BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).view(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
 
 
 def confident_detection_breakdown(results: List[dict], gt: dict, novel_category_ids: Iterable[int],

@@ -94,19 +94,16 @@ def annotation_rois(data) -> torch.Tensor:
 def background_rois(data, gen: torch.Generator, per_image: int = 4, max_iou: float = 0.1) -> torch.Tensor:
     """Up to ``per_image`` random boxes per image (sides 12-60 px) with IoU < ``max_iou`` to
     every annotation, as B x 6 rows ``(image_index, x0, y0, x1, y1, 0)``."""
-    boxes_of = {}
-    for a in data["annotations"]:
-        x, y, w, h = a["bbox"]
-        boxes_of.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
+    objects = annotation_rois(data).view(-1, 6)
     rows = []
     for i, im in enumerate(data["images"]):
         tries = 4 * per_image
         side = 12 + 48 * torch.rand(tries, 2, generator=gen)  # tries x (w, h)
         origin = torch.rand(tries, 2, generator=gen) * (torch.tensor([im["width"], im["height"]]) - side)
         cand = torch.cat([origin, origin + side], 1)  # tries x 4
-        gt = boxes_of.get(im["id"])
-        if gt:
-            cand = cand[box_iou(cand, torch.tensor(gt)).max(1).values < max_iou]
+        mine = objects[objects[:, 0] == i, 1:5]  # G x 4
+        if len(mine):
+            cand = cand[box_iou(cand, mine).max(1).values < max_iou]
         rows += [[i, *b, 0.0] for b in cand[:per_image].tolist()]
     return torch.tensor(rows, dtype=torch.float32).view(-1, 6)
 
@@ -201,9 +198,9 @@ def zero_shot_accuracy(model: CLIP, world_root, split: str = "val", scale: float
     tokens = class_token_table(names + [BACKGROUND_NAME], model.context_length)
     text = F.normalize(model.encode_text(tokens.flatten(0, 1)), dim=-1)  # ((K+1)*T) x D
     text = F.normalize(text.view(len(names) + 1, -1, text.shape[-1]).mean(1), dim=-1)  # (K+1) x D
-    preds = []
-    for start in range(0, len(rois) + len(background), 256):
-        chunk = torch.cat([rois, background])[start:start + 256]
+    preds, crops_rois = [], torch.cat([rois, background])
+    for start in range(0, len(crops_rois), 256):
+        chunk = crops_rois[start:start + 256]
         crops = clip_crops(images.float(), chunk[:, :5], model.visual.input_resolution, scales=(scale,))
         preds.append(F.normalize(model.encode_image(crops), dim=-1) @ text.t())  # B x (K+1)
     scores = torch.cat(preds)
