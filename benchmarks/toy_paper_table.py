@@ -41,26 +41,36 @@ def variant_opts(kind: str, world: str):
     return ["MODEL.VILD.MODE", kind]
 
 
-def head_accuracy(pipe_out):
-    """Zero-shot accuracy of the trained text / image heads on the validation ground-truth boxes,
-    cached in the run's folder (as the pipeline caches recall.json): a row run and the assembling
-    run then evaluate each model once."""
+FIT_IMAGES = 300  # training images whose cached regions measure the distillation fit (of 1,200)
+
+
+def model_diagnostics(pipe_out, kind: str):
+    """Zero-shot accuracy of the trained text / image heads on the validation ground-truth boxes
+    (``heads``) and, for rows that distil, how closely the distilled head fits its CLIP targets on
+    the cached regions of the first FIT_IMAGES training images (``fit``). Cached in the run's
+    folder (as the pipeline caches recall.json): a row run and the assembling run then evaluate
+    each model once."""
     cfg = pipe_out["vild_cfg"]
-    cached = Path(cfg.OUTPUT_DIR) / "head_accuracy.json"
+    cached = Path(cfg.OUTPUT_DIR) / "diagnostics.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from vild_d2.engine import ViLDTrainer
-    from vild_d2.modeling.diagnostics import object_embedding_accuracy
+    from vild_d2.modeling.diagnostics import distillation_fit, object_embedding_accuracy
+    from vild_d2.region_cache import RegionCache
 
     model = ViLDTrainer.build_model(cfg)
     DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
-    accuracy = object_embedding_accuracy(model.eval(), DatasetCatalog.get(VAL),
-                                         MetadataCatalog.get(VAL).novel_class_ids, cfg.INPUT.FORMAT)
-    cached.write_text(json.dumps(accuracy, indent=1))
-    return accuracy
+    novel = MetadataCatalog.get(VAL).novel_class_ids
+    out = {"heads": object_embedding_accuracy(model.eval(), DatasetCatalog.get(VAL), novel, cfg.INPUT.FORMAT)}
+    if kind != "text":
+        train = DatasetCatalog.get(f"{TOY_PREFIX}_train_full")[:FIT_IMAGES]  # novel objects labelled
+        out["fit"] = distillation_fit(model, RegionCache(cfg.MODEL.VILD.REGION_CACHE_DIR), train, novel,
+                                      cfg.INPUT.FORMAT)
+    cached.write_text(json.dumps(out, indent=1))
+    return out
 
 
 def detection_breakdown(pipe_out, gt: dict):
@@ -92,7 +102,7 @@ def main():
     args = make_parser().parse_args()
     setup_logger(name="vild_d2")
     base = FAST if args.fast else PipelineSettings()
-    table, heads, landing, recall, val_gt = {}, {}, {}, None, None
+    table, heads, fits, landing, recall, val_gt = {}, {}, {}, {}, None, None
     for seed in args.seeds:
         for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:
             opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
@@ -104,7 +114,10 @@ def main():
                 val_gt = json.loads((Path(default_toy_root()) / SPLIT_FILES["val"]).read_text())
             landing.setdefault(label, []).append(detection_breakdown(out, val_gt))
             if not kind.startswith("supervised"):
-                heads.setdefault(label, []).append(head_accuracy(out))
+                diagnostics = model_diagnostics(out, kind)
+                heads.setdefault(label, []).append(diagnostics["heads"])
+                if "fit" in diagnostics:
+                    fits.setdefault(label, []).append(diagnostics["fit"])
     lines = ["| model | mask AP | APr (novel) | APc | APf |", "| --- | --- | --- | --- | --- |"]
     for label, runs in table.items():
         lines.append(f"| {label} | " + " | ".join(_cell([r[i] for r in runs]) for i in range(4)) + " |")
@@ -117,6 +130,17 @@ def main():
             if head in runs[0]:
                 lines.append(f"| {label} | {name} | " + " | ".join(
                     _cell([100 * r[head][g] for r in runs]) for g in ("novel", "base")) + " |")
+    lines += ["", f"How closely the distilled head fits its CLIP targets on its own training regions (the cached "
+              f"regions of {FIT_IMAGES} training images, novel objects labelled for this only): mean cosine of "
+              "region and CLIP embedding, and the share of object regions each names right (argmax over 24 "
+              "classes):", "",
+              "| model | novel: cosine | novel: model right | novel: CLIP right | base: cosine | base: model right "
+              "| base: CLIP right | background: cosine |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, runs in fits.items():
+        cells = [_cell([f[g][k] for f in runs], digits=3 if k == "cosine" else 1, scale=1 if k == "cosine" else 100)
+                 for g in ("novel", "base") for k in ("cosine", "student_accuracy", "clip_accuracy")]
+        lines.append(f"| {label} | " + " | ".join(cells + [_cell([f["background"]["cosine"] for f in runs], digits=3)])
+                     + " |")
     lines += ["", "Where confident detections (score >= 0.3) on the validation images land, by predicted "
               "class (novel / base): on an object of that class, on another object, on background "
               "(IoU >= 0.5 with the best-overlapping object):", "",
@@ -138,7 +162,8 @@ def main():
     (out / "toy_paper_table.md").write_text(text)
 
 
-def _cell(vals, digits: int = 1) -> str:
+def _cell(vals, digits: int = 1, scale: float = 1) -> str:
+    vals = [scale * v for v in vals]
     return f"{sum(vals) / len(vals):.{digits}f}" + (f" ± {max(vals) - min(vals):.{digits}f}" if len(vals) > 1 else "")
 
 

@@ -1,4 +1,5 @@
 """A whole ViLDRCNN built from a config: a training and an inference step in every mode; bad configs."""
+import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -162,3 +163,41 @@ def test_object_embedding_accuracy_counts_exactly(toy_env, toy_cfg, monkeypatch)
     assert set(out) == {"text", "image", "text_background"}
     assert out["text"]["base"] == out["image"]["base"] == pytest.approx(sum(c == 0 for c in base) / len(base))
     assert out["text_background"]["base"] == 1.0
+
+
+def test_distillation_fit_groups_regions_exactly(toy_env, toy_cfg, monkeypatch):
+    """Student forced to 'class 0'; CLIP targets the own class's text (objects) or class 0 (a 3 px
+    background box); a third of each object's box (IoU 1/3) is neither object nor background."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.structures import BoxMode
+
+    from vild_d2.modeling.diagnostics import distillation_fit
+
+    toy_cfg.MODEL.VILD.MODE = "image"
+    model = build_model(toy_cfg).eval()
+    predictor = model.roi_heads.box_predictor
+    text = predictor.class_embeddings  # K x D
+    monkeypatch.setattr(predictor, "embed", lambda x, head="text": text[:1].expand(len(x), -1))
+    records = DatasetCatalog.get("tiny_toy_train_full")
+    novel = MetadataCatalog.get("tiny_toy_train_full").novel_class_ids
+
+    class Cache:  # the RegionCache interface the diagnostic uses
+        def __contains__(self, image_id):
+            return True
+
+        def get(self, image_id):
+            (r,) = [r for r in records if r["image_id"] == image_id]
+            gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in r["annotations"]]
+            thirds = [[x0, y0, x0 + (x1 - x0) / 3, y1] for x0, y0, x1, y1 in gt]
+            boxes = np.array(gt + thirds + [[0, 0, 3, 3]], np.float32).reshape(-1, 4)
+            targets = torch.cat([text[[a["category_id"] for a in r["annotations"]]].repeat(2, 1), text[:1]])
+            return boxes, targets.numpy(), np.zeros(len(boxes), np.float32)
+
+    out = distillation_fit(model, Cache(), records, novel)
+    for group, classes in (("novel", [c for r in records for a in r["annotations"] if (c := a["category_id"]) in novel]),
+                           ("base", [c for r in records for a in r["annotations"] if (c := a["category_id"]) not in novel])):
+        assert out[group]["regions"] == len(classes)
+        assert out[group]["clip_accuracy"] == 1.0
+        assert out[group]["student_accuracy"] == pytest.approx(sum(c == 0 for c in classes) / len(classes))
+        assert out[group]["cosine"] == pytest.approx(float((text[classes] @ text[0]).mean()), abs=1e-6)
+    assert out["background"] == {"cosine": pytest.approx(1.0), "regions": len(records)}
