@@ -26,7 +26,7 @@ from vild_d2.modeling import MODES
 from vild_d2.text_classifier import clip_identity, save_text_classifier
 
 
-def make_batch(n, size, num_regions, dim, seed=0):
+def make_batch(n, size, num_regions, dim, num_classes, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -34,7 +34,7 @@ def make_batch(n, size, num_regions, dim, seed=0):
         xy = torch.rand(3, 2, generator=g) * size * 0.6
         boxes = torch.cat([xy, xy + size * 0.1 + torch.rand(3, 2, generator=g) * size * 0.3], 1)
         gt.gt_boxes = Boxes(boxes)
-        gt.gt_classes = torch.randint(0, 18, (3,), generator=g)
+        gt.gt_classes = torch.randint(0, num_classes, (3,), generator=g)
         masks = torch.zeros(3, size, size, dtype=torch.bool)
         for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
             masks[i, y0:y1, x0:x1] = True
@@ -91,7 +91,8 @@ def main():
             model = build_model(cfg)
             opt = build_optimizer(cfg, model)
             data = make_batch(cfg.SOLVER.IMS_PER_BATCH, args.image_size, cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
-                              64 if v == "standard" else model.roi_heads.box_predictor.projection.out_features)
+                              64 if v == "standard" else model.roi_heads.box_predictor.projection.out_features,
+                              cfg.MODEL.ROI_HEADS.NUM_CLASSES)
             test_data = [{"image": d["image"], "height": d["height"], "width": d["width"]} for d in data]
 
             def train_step(model=model, opt=opt, data=data):

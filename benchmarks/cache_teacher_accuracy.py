@@ -4,7 +4,7 @@ novel vs base, and the share of objects that any cached proposal covers (IoU >= 
 ViLD-image distillation targets any good, and do they reach the novel objects at all?
 
     python benchmarks/cache_teacher_accuracy.py --cache output/demo/region_cache_<hash> \
-        --classifier output/demo/text_classifiers/toy_v2_val_<hash>.npy [--dataset toy_v2_train_full]
+        --classifier output/demo/text_classifiers/toy_v4_val_<hash>.npy [--dataset toy_v4_train_full]
 """
 import argparse
 import json

@@ -38,7 +38,7 @@ def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
 def test_lvis_api_loads_every_split_and_base_hides_rare(world):
     splits = {s: LVIS(str(world / f)) for s, f in SPLIT_FILES.items()}
     cats = splits["val"].dataset["categories"]
-    assert len(cats) == 24 and sum(c["frequency"] == "r" for c in cats) == 6
+    assert len(cats) == 24 and sum(c["frequency"] == "r" for c in cats) == 8
     rare = {c["id"] for c in cats if c["frequency"] == "r"}
     base_anns = splits["train_base"].dataset["annotations"]
     full_anns = splits["train_full"].dataset["annotations"]
@@ -67,15 +67,15 @@ def test_boxes_match_masks_exactly(world):
 def test_registration_vocabularies(world):
     register_toy_world(str(world), prefix="ttoy")
     base, val = MetadataCatalog.get("ttoy_train_base"), MetadataCatalog.get("ttoy_val")
-    assert len(base.thing_classes) == 18 and base.novel_class_ids == []
-    assert len(val.thing_classes) == 24 and len(val.novel_class_ids) == 6
+    assert len(base.thing_classes) == 16 and base.novel_class_ids == []
+    assert len(val.thing_classes) == 24 and len(val.novel_class_ids) == 8
     assert val.evaluator_type == "lvis"
     assert set(val.novel_class_ids) | set(val.base_class_ids) == set(range(24))
     assert [val.thing_classes[i] for i in val.base_class_ids] == base.thing_classes
     records = DatasetCatalog.get("ttoy_train_base")
     assert len(records) == TINY.num_train
     annos = [a for r in records for a in r["annotations"]]
-    assert annos and all(0 <= a["category_id"] < 18 and a["segmentation"] for a in annos)
+    assert annos and all(0 <= a["category_id"] < 16 and a["segmentation"] for a in annos)
     assert len(DatasetCatalog.get("ttoy_val")) == TINY.num_val
 
 
@@ -101,8 +101,21 @@ def test_names_are_opaque_words():
     cats = toy_categories()
     names = [c.name for c in cats]
     assert len(set(names)) == 24 and [c.name for c in cats if c.frequency == "r"] == [
-        "cherry", "lawn", "shark", "sheriff", "medic", "frog"]
+        "ruby", "clover", "sapphire", "sheriff", "medic", "cactus", "compass", "daisy"]
     assert not any(w in n for n in names for w in list(COLOURS) + list(SHAPES))
     tokens = {c.name: set(clip.tokenize([c.name], context_length=16)[0, 1:].tolist()) - {0, 49407} for c in cats}
     base_tokens = set().union(*(tokens[c.name] for c in cats if c.frequency != "r"))
     assert all(not (tokens[c.name] & base_tokens) for c in cats if c.frequency == "r")
+
+
+def test_rare_kinds():
+    """No base class is a star or a cross (concepts only the teacher knows); every colour is a
+    base colour, so no colour gives a novel class away; half the base classes are frequent."""
+    from vild_d2.toy.scenes import COLOURS, NOVEL_SHAPES, SHAPES, toy_categories
+
+    cats = toy_categories()
+    base = [c for c in cats if c.frequency != "r"]
+    assert len(base) == 16 and set(NOVEL_SHAPES) < set(SHAPES)
+    assert {c.shape for c in base} == set(SHAPES) - set(NOVEL_SHAPES) and {c.colour for c in base} == set(COLOURS)
+    assert {c.shape for c in cats if c.frequency == "r"} == set(NOVEL_SHAPES)
+    assert sum(c.frequency == "f" for c in base) == 8

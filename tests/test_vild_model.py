@@ -20,7 +20,7 @@ def batch(seed=0, num_regions=(5, 3)):
         image = torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8)
         gt = Instances((h, w))
         gt.gt_boxes = Boxes(torch.tensor([[10.0, 12, 50, 60], [70, 20, 120, 90]]))
-        gt.gt_classes = torch.tensor([3, 17])
+        gt.gt_classes = torch.tensor([3, 15])  # the last of the 16 toy base classes
         masks = torch.zeros(2, h, w, dtype=torch.bool)
         masks[0, 12:60, 10:50] = True
         masks[1, 20:90, 70:120] = True

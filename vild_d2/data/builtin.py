@@ -1,7 +1,7 @@
 """Datasets registered on ``import vild_d2``, under ``$DETECTRON2_DATASETS`` (default ``datasets``).
 
-* Toy world (prefix ``vild_d2.toy.TOY_PREFIX``, now ``toy_v2``): ``toy_v2_train_base`` (base
-  vocabulary, rare annotations removed), ``toy_v2_train_full`` and ``toy_v2_val`` (all 24 categories).
+* Toy world (prefix ``vild_d2.toy.TOY_PREFIX``, now ``toy_v4``): ``toy_v4_train_base`` (base
+  vocabulary, rare annotations removed), ``toy_v4_train_full`` and ``toy_v4_val`` (all 24 categories).
 * LVIS v1: ``lvis_v1_train_base`` (866 frequent + common classes, every image kept); Detectron2's
   own ``lvis_v1_val`` gets the frequencies and the rare = novel split in its metadata.
 * COCO: ``coco_2017_train_ov_base`` (48 classes) and ``coco_2017_val_ov_all`` (48 + 17).

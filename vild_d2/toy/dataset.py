@@ -4,7 +4,7 @@ Layout under ``root``::
 
     settings.json                      the generation settings (written last: completion marker)
     images/{train,val}/NNNNNN.png
-    annotations/toy_v2_{train_base,train_full,val}.json
+    annotations/toy_v4_{train_base,train_full,val}.json
 
 ``train_base`` and ``train_full`` share the training images; ``train_base`` drops every rare
 (novel) annotation while the rare objects stay in the pixels, as in ViLD's LVIS setting.
@@ -28,10 +28,10 @@ from .scenes import render_scene, toy_categories
 
 logger = logging.getLogger(__name__)
 
-# Version of the toy world: the prefix of its dataset names (toy_v2_train_base, toy_v2_val, ...),
+# Version of the toy world: the prefix of its dataset names (toy_v4_train_base, toy_v4_val, ...),
 # its folder under $DETECTRON2_DATASETS and its annotation files. A new world changes this string
 # and the DATASETS of configs/toy/Base-ViLD-Toy-R18-FPN.yaml.
-TOY_PREFIX = "toy_v2"
+TOY_PREFIX = "toy_v4"
 SPLIT_FILES = {split: f"annotations/{TOY_PREFIX}_{split}.json" for split in ("train_base", "train_full", "val")}
 _SPLIT_SEED = {"train": 1, "val": 2}
 
@@ -44,7 +44,7 @@ class ToyWorldSettings:
     min_size: int = 128
     max_size: int = 160
     max_objects: int = 4
-    version: int = 2  # bump when the generator's output changes
+    version: int = 4  # bump when the generator's output changes
 
 
 class ToyWorldMismatchError(RuntimeError):
@@ -107,7 +107,7 @@ def _lvis_json(split, records, categories, keep_rare: bool, counts: Dict[int, Li
         "def": f"a {c.colour} {c.shape} shape", "frequency": c.frequency,
         "image_count": counts[c.id][0], "instance_count": counts[c.id][1],
     } for c in categories]
-    return {"info": {"description": "vild_d2 toy world", "version": "2"},
+    return {"info": {"description": "vild_d2 toy world", "version": "4"},
             "licenses": [{"id": 1, "name": "synthetic"}],
             "images": images, "annotations": annotations, "categories": cats}
 
