@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
-from torchvision.ops import box_iou
 
-from ..data.records import annotation_boxes
+from ..data.records import annotation_boxes, match_regions
 from ..visualize import convert_rgb
 
 __all__ = ["object_embedding_accuracy", "confident_detection_breakdown", "distillation_fit"]
@@ -70,8 +69,8 @@ def object_embedding_accuracy(model, records: List[dict], novel_ids, image_forma
     return {h: {g: float(np.mean(v)) if v else float("nan") for g, v in d.items()} for h, d in hits.items()}
 
 
-def _xyxy(xywh) -> torch.Tensor:
-    return BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).view(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+def _xyxy(xywh) -> Boxes:
+    return Boxes(BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).view(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
 
 
 def confident_detection_breakdown(results: List[dict], gt: dict, novel_category_ids: Iterable[int],
@@ -98,7 +97,7 @@ def confident_detection_breakdown(results: List[dict], gt: dict, novel_category_
             for g in groups:
                 counts[g]["background"] += 1
             continue
-        overlap = box_iou(_xyxy([r["bbox"] for r in mine]), _xyxy([a["bbox"] for a in gts]))  # dets x objects
+        overlap = pairwise_iou(_xyxy([r["bbox"] for r in mine]), _xyxy([a["bbox"] for a in gts]))  # dets x objects
         best_iou, best = overlap.max(1)
         for g, r, v, j in zip(groups, mine, best_iou.tolist(), best.tolist()):
             where = "background" if v < iou else (
@@ -137,12 +136,9 @@ def distillation_fit(model, cache, records: List[dict], novel_ids, image_format:
         student = predictor.embed(_box_features(model, r, regions, image_format)[head], head)  # M x D
         cosine = (student * target).sum(1).tolist()
         named = [(student @ vocabulary.t()).argmax(1).tolist(), (target @ vocabulary.t()).argmax(1).tolist()]
-        gt = annotation_boxes(r, device=vocabulary.device)
-        overlap = pairwise_iou(regions, gt) if len(gt) else torch.zeros(len(regions), 1)  # M x G
-        best, match = overlap.max(1)
-        for m, (v, j) in enumerate(zip(best.tolist(), match.tolist())):
+        _, best, category = match_regions(r, regions)  # M, M
+        for m, (v, c) in enumerate(zip(best.tolist(), category.tolist())):
             if v >= iou:
-                c = r["annotations"][j]["category_id"]
                 g = "novel" if c in novel else "base"
                 fit[g]["student"].append(named[0][m] == c)
                 fit[g]["clip"].append(named[1][m] == c)

@@ -11,9 +11,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
-from detectron2.structures import Boxes, pairwise_iou
+from detectron2.structures import Boxes
 
-from ..data.records import annotation_boxes
+from ..data.records import match_regions
 
 from .storage import RegionCache
 
@@ -36,14 +36,12 @@ def cached_embedding_accuracy(cache: RegionCache, records: List[dict], text_embe
             for g in groups:
                 covered[g].append(False)
             continue
-        gt = annotation_boxes(r)
-        iou = pairwise_iou(Boxes(torch.from_numpy(np.array(boxes))), gt)  # M x G
-        best, match = iou.max(1)  # M, M
+        iou, best, category = match_regions(r, Boxes(torch.from_numpy(np.array(boxes))))  # M x G, M, M
         for g, hit in zip(groups, (iou.max(0).values >= iou_threshold).tolist()):
             covered[g].append(hit)
         pred = (torch.from_numpy(np.array(embeds, dtype=np.float32)) @ text_embeddings.float().t()).argmax(1)
         for k in torch.nonzero(best >= iou_threshold).flatten().tolist():
-            c = r["annotations"][match[k]]["category_id"]
+            c = int(category[k])
             hits["novel" if c in novel else "base"].append(int(pred[k]) == c)
         overlapping += int((best >= iou_threshold).sum())
         total += len(boxes)
