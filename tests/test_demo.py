@@ -13,7 +13,7 @@ def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path):
     images = toy_env / TOY_PREFIX / "images" / "val"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    vocab = ["cherry", "lawn", "shark"]  # rare classes: never labelled in training
+    vocab = ["ruby", "medic", "daisy"]  # rare classes: never labelled in training
     log = run_script("demo.py", toy_env, "--config-file", str(INSTANT), "--input", str(images), str(broken),
                      "--output", str(tmp_path / "out"), "--vocabulary", "custom", "--custom-vocabulary", ",".join(vocab),
                      "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", str(run / "model_final.pth"),
