@@ -107,7 +107,7 @@ def _lvis_json(split, records, categories, keep_rare: bool, counts: Dict[int, Li
         "def": f"a {c.colour} {c.shape} shape", "frequency": c.frequency,
         "image_count": counts[c.id][0], "instance_count": counts[c.id][1],
     } for c in categories]
-    return {"info": {"description": "vild_d2 toy world", "version": "4"},
+    return {"info": {"description": "vild_d2 toy world", "version": str(ToyWorldSettings.version)},
             "licenses": [{"id": 1, "name": "synthetic"}],
             "images": images, "annotations": annotations, "categories": cats}
 
