@@ -1,19 +1,33 @@
 """Drawing and serialising detections (used by ``make demo`` and ``demo.py``)."""
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from detectron2.layers import nms
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["draw_detections", "detections_to_json", "convert_rgb"]
+__all__ = ["draw_detections", "best_label_per_object", "detections_to_json", "convert_rgb"]
 
 NOVEL_COLOUR = (1.0, 0.0, 1.0)
 BASE_COLOUR = (0.0, 0.8, 1.0)
 
 
+def best_label_per_object(inst: Instances, iou_threshold: float = 0.5) -> Instances:
+    """Class-agnostic NMS: of detections overlapping at IoU > ``iou_threshold`` keep the
+    highest-scoring one. Detectron2 keeps one detection per class and box, so an object can carry
+    several names; drawn, each object then shows its best one."""
+    if len(inst) == 0:
+        return inst
+    return inst[nms(inst.pred_boxes.tensor, inst.scores, iou_threshold)]
+
+
 def draw_detections(image: np.ndarray, inst: Instances, class_names: Sequence[str],
-                    novel_ids: Sequence[int] = (), scale: float = 1.0) -> np.ndarray:
-    """H x W x 3 RGB image with boxes, masks and ``name score`` labels; novel classes in magenta."""
+                    novel_ids: Sequence[int] = (), scale: float = 1.0,
+                    one_label_iou: Optional[float] = 0.5) -> np.ndarray:
+    """H x W x 3 RGB image with boxes, masks and ``name score`` labels; novel classes in magenta.
+    ``one_label_iou``: draw only each object's best label (``best_label_per_object``); None: all."""
+    if one_label_iou is not None:
+        inst = best_label_per_object(inst, one_label_iou)
     novel = set(novel_ids)
     classes = inst.pred_classes.tolist()
     labels = [f"{class_names[c]}{' (novel)' if c in novel else ''} {s:.2f}" for c, s in zip(classes, inst.scores.tolist())]
