@@ -18,11 +18,14 @@ def test_rows_and_opts_combine():
     assert len(p.parse_args([]).rows) == 6 and p.parse_args([]).opts == []
 
 
-def test_table_config_doubles_the_demo_schedule_and_changes_nothing_else():
+def test_table_config_doubles_the_demo_images_and_changes_only_the_schedule():
     from vild_d2.pipeline import PipelineSettings, _cfg
 
     table = _cfg(_table_module().make_parser().parse_args([]).config_file, ())
     demo = _cfg(PipelineSettings().vild_config, ())
-    assert (table.SOLVER.MAX_ITER, table.SOLVER.STEPS) == (2 * demo.SOLVER.MAX_ITER, (2 * demo.SOLVER.STEPS[0],))
-    table.merge_from_list(["SOLVER.MAX_ITER", demo.SOLVER.MAX_ITER, "SOLVER.STEPS", demo.SOLVER.STEPS])
+    images = lambda c: c.SOLVER.MAX_ITER * c.SOLVER.IMS_PER_BATCH  # noqa: E731
+    assert images(table) == 2 * images(demo) == 4800
+    assert (table.SOLVER.IMS_PER_BATCH, table.SOLVER.BASE_LR, table.SOLVER.STEPS) == (4, 0.001, (1000,))
+    schedule = ("SOLVER.IMS_PER_BATCH", "SOLVER.BASE_LR", "SOLVER.MAX_ITER", "SOLVER.STEPS")
+    table.merge_from_list([v for k in schedule for v in (k, demo.get(k.split(".")[0]).get(k.split(".")[1]))])
     assert table.dump() == demo.dump()
