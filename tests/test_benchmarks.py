@@ -26,6 +26,6 @@ def test_table_config_doubles_the_demo_images_and_changes_only_the_schedule():
     images = lambda c: c.SOLVER.MAX_ITER * c.SOLVER.IMS_PER_BATCH  # noqa: E731
     assert images(table) == 2 * images(demo) == 4800
     assert (table.SOLVER.IMS_PER_BATCH, table.SOLVER.BASE_LR, table.SOLVER.STEPS) == (4, 0.001, (1000,))
-    schedule = ("SOLVER.IMS_PER_BATCH", "SOLVER.BASE_LR", "SOLVER.MAX_ITER", "SOLVER.STEPS")
-    table.merge_from_list([v for k in schedule for v in (k, demo.get(k.split(".")[0]).get(k.split(".")[1]))])
+    schedule = ("IMS_PER_BATCH", "BASE_LR", "MAX_ITER", "STEPS")
+    table.merge_from_list([v for k in schedule for v in (f"SOLVER.{k}", demo.SOLVER[k])])
     assert table.dump() == demo.dump()

@@ -16,8 +16,6 @@ def best_label_per_object(inst: Instances, iou_threshold: float = 0.5) -> Instan
     """Class-agnostic NMS: of detections overlapping at IoU > ``iou_threshold`` keep the
     highest-scoring one. Detectron2 keeps one detection per class and box, so an object can carry
     several names; drawn, each object then shows its best one."""
-    if len(inst) == 0:
-        return inst
     return inst[nms(inst.pred_boxes.tensor, inst.scores, iou_threshold)]
 
 
