@@ -20,3 +20,25 @@ def test_confident_detection_breakdown_counts_each_case():
     assert counts == {"novel": {"right": 1, "other_object": 1, "background": 1},
                       "base": {"right": 1, "other_object": 0, "background": 2}}
     assert confident_detection_breakdown(results, gt, [2], min_score=0.1)["base"]["other_object"] == 1
+
+
+def test_novel_object_naming_takes_the_top_detection_on_each_novel_object():
+    from vild_d2.modeling.diagnostics import novel_object_naming
+
+    gt = {"annotations": [
+        {"image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},    # top detection names it 1
+        {"image_id": 1, "category_id": 3, "bbox": [20, 20, 10, 10]},  # named right
+        {"image_id": 1, "category_id": 2, "bbox": [50, 50, 10, 10]},  # only an IoU 0.22 detection
+        {"image_id": 1, "category_id": 1, "bbox": [70, 70, 10, 10]},  # base: not counted
+        {"image_id": 2, "category_id": 3, "bbox": [0, 0, 10, 10]},    # image without detections
+    ]}
+    results = [
+        {"image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10], "score": 0.5},
+        {"image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "score": 0.9},
+        {"image_id": 1, "category_id": 3, "bbox": [20, 20, 10, 10], "score": 0.7},
+        {"image_id": 1, "category_id": 2, "bbox": [54, 54, 10, 10], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [70, 70, 10, 10], "score": 0.9},
+    ]
+    naming = novel_object_naming(results, gt, novel_category_ids=[2, 3])
+    assert naming == {"objects": 4, "found": 2, "named_right": 1, "wrong_names": {1: 1}}
+    assert novel_object_naming(results, gt, [2, 3], iou=0.2)["found"] == 3

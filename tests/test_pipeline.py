@@ -17,7 +17,7 @@ def test_fast_pipeline_end_to_end_and_cached_rerun(tmp_path):
     first = subprocess.run(cmd + ["--cache-workers", "2", "--train-workers", "2"], env=env, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stderr[-3000:]
     log = first.stdout + first.stderr
-    for header in ("APr", "APc", "APf", "AR@300"):
+    for header in ("APr", "APc", "APf", "AR@300", "novel val objects"):
         assert header in log
     demo = tmp_path / "demo"
     assert (tmp_path / "data" / TOY_PREFIX / "settings.json").is_file()

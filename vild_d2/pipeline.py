@@ -2,7 +2,8 @@
 
 toy world -> toy CLIP teacher -> text classifiers (base for training, all for evaluation) ->
 class-agnostic RPN trained on base boxes -> CLIP region cache of its proposals -> ViLD training
--> LVIS evaluation (AP, APr, APc, APf) -> proposal recall AR@300 (novel vs base) -> pictures.
+-> LVIS evaluation (AP, APr, APc, APf) -> proposal recall AR@300 (novel vs base) -> pictures,
+and how many novel validation objects the model names right.
 
 Every stage writes into a folder keyed by a hash of everything it depends on, so a rerun skips
 finished stages and a changed setting redoes only what depends on it. Run as
@@ -35,9 +36,10 @@ from .data import register_from_config
 from .data.builtin import default_toy_root
 from .data.records import annotation_boxes
 from .engine import ViLDTrainer, summary_table
+from .modeling.diagnostics import novel_object_naming
 from .region_cache import DetectorProposalSource, RegionCacheSettings, build_region_cache
 from .text_classifier import cached_text_classifier, load_clip
-from .toy import TOY_PREFIX, ToyWorldSettings, build_toy_world
+from .toy import SPLIT_FILES, TOY_PREFIX, ToyWorldSettings, build_toy_world
 from .toy.dataset import read_settings
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
 from .visualize import convert_rgb, draw_detections
@@ -164,9 +166,10 @@ class Pipeline:
                             else self.recall(rpn_cfg, rpn_dir))
         pictures = vild_dir / "pictures"
         self.stage("pictures", pictures.is_dir(), lambda skip: skip or self.pictures(vild_cfg, pictures))
-        self.report(results, recall, pictures)
-        return {"results": results, "recall": recall, "pictures": str(pictures), "timings": self.timings,
-                "vild_cfg": vild_cfg}
+        naming = self.naming(vild_dir)
+        self.report(results, recall, naming, pictures)
+        return {"results": results, "recall": recall, "naming": naming, "pictures": str(pictures),
+                "timings": self.timings, "vild_cfg": vild_cfg}
 
     @staticmethod
     def launch(workers: int, fn, *args) -> bool:
@@ -217,6 +220,17 @@ class Pipeline:
         (rpn_dir / "recall.json").write_text(json.dumps(recall, indent=1))
         return recall
 
+    def naming(self, vild_dir: Path) -> Dict:
+        """How often the top detection on a novel validation object names it right (from the
+        evaluation's LVIS results; :func:`vild_d2.modeling.diagnostics.novel_object_naming`)."""
+        results = json.loads((vild_dir / "inference" / VAL / "lvis_instances_results.json").read_text())
+        gt = json.loads((Path(self.world_root) / SPLIT_FILES["val"]).read_text())
+        novel = [c["id"] for c in gt["categories"] if c["frequency"] == "r"]
+        naming = novel_object_naming(results, gt, novel)
+        names = {c["id"]: c["name"] for c in gt["categories"]}
+        naming["wrong_names"] = {names[k]: v for k, v in sorted(naming["wrong_names"].items(), key=lambda kv: -kv[1])}
+        return naming
+
     def pictures(self, cfg, folder: Path) -> bool:
         """PNGs of validation images with labelled detections, those holding a novel object first;
         novel classes drawn in magenta."""
@@ -238,13 +252,17 @@ class Pipeline:
         tmp.rename(folder)
         return True
 
-    def report(self, results, recall, pictures) -> None:
+    def report(self, results, recall, naming, pictures) -> None:
         for name, (secs, how) in self.timings.items():
             logger.info("stage %-28s %-7s %7.1f s", name, how, secs)
         logger.info("ViLD on the toy world (novel = rare classes never labelled in training):\n%s",
                     summary_table(results))
         logger.info("proposal recall AR@300 (IoU 0.5) on val: novel %.1f%% (%d objects), base %.1f%% (%d objects)",
                     100 * recall["novel"], recall["objects"]["novel"], 100 * recall["base"], recall["objects"]["base"])
+        right = naming["named_right"] / max(naming["objects"], 1)
+        logger.info("novel val objects: %d; found (a detection at IoU 0.5) %d; named right by the top detection %d "
+                    "(%.1f%%); most frequent wrong names: %s", naming["objects"], naming["found"],
+                    naming["named_right"], 100 * right, dict(list(naming["wrong_names"].items())[:4]))
         logger.info("pictures: %s", pictures)
 
 
