@@ -109,7 +109,7 @@ def main():
     args = make_parser().parse_args()
     setup_logger(name="vild_d2")
     base = dataclasses.replace(FAST if args.fast else PipelineSettings(), vild_config=args.config_file)
-    table, heads, fits, landing, recall, val_gt = {}, {}, {}, {}, None, None
+    table, heads, fits, landing, naming, recall, val_gt = {}, {}, {}, {}, {}, None, None
     for seed in args.seeds:
         for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:
             opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
@@ -120,6 +120,7 @@ def main():
             if val_gt is None:  # the first row's pipeline has built the toy world
                 val_gt = json.loads((Path(default_toy_root()) / SPLIT_FILES["val"]).read_text())
             landing.setdefault(label, []).append(detection_breakdown(out, val_gt))
+            naming.setdefault(label, []).append(out["naming"])
             if not kind.startswith("supervised"):
                 diagnostics = model_diagnostics(out, kind)
                 heads.setdefault(label, []).append(diagnostics["heads"])
@@ -156,6 +157,12 @@ def main():
     for label, runs in landing.items():
         lines.append(f"| {label} | " + " | ".join(_cell([r[g][w] for r in runs], digits=0) for g in ("novel", "base")
                                                   for w in ("right", "other_object", "background")) + " |")
+    lines += ["", "Novel validation objects (all of them, whether or not the row can name novel classes): found "
+              "by a detection of any class at box IoU >= 0.5, and named right by the top-scoring such detection "
+              "(the pipeline's report):", "", "| model | novel objects | found | named right |", "| --- | --- | --- | --- |"]
+    for label, runs in naming.items():
+        lines.append(f"| {label} | {runs[0]['objects']} | " + " | ".join(
+            _cell([100 * r[k] / max(r["objects"], 1) for r in runs]) + " %" for k in ("found", "named_right")) + " |")
     lines += ["", f"Proposal recall AR@300 (IoU 0.5) of the base-class RPN on validation objects: novel "
               f"{100 * recall['novel']:.1f}%, base {100 * recall['base']:.1f}%.", "",
               f"Seeds: {args.seeds}; overrides: {args.opts or 'none'}; config: {Path(base.vild_config).name}."]

@@ -166,7 +166,7 @@ class Pipeline:
                             else self.recall(rpn_cfg, rpn_dir))
         pictures = vild_dir / "pictures"
         self.stage("pictures", pictures.is_dir(), lambda skip: skip or self.pictures(vild_cfg, pictures))
-        naming = self.naming(vild_dir)
+        naming = self.naming(vild_cfg)
         self.report(results, recall, naming, pictures)
         return {"results": results, "recall": recall, "naming": naming, "pictures": str(pictures),
                 "timings": self.timings, "vild_cfg": vild_cfg}
@@ -220,10 +220,11 @@ class Pipeline:
         (rpn_dir / "recall.json").write_text(json.dumps(recall, indent=1))
         return recall
 
-    def naming(self, vild_dir: Path) -> Dict:
-        """How often the top detection on a novel validation object names it right (from the
-        evaluation's LVIS results; :func:`vild_d2.modeling.diagnostics.novel_object_naming`)."""
-        results = json.loads((vild_dir / "inference" / VAL / "lvis_instances_results.json").read_text())
+    def naming(self, cfg) -> Dict:
+        """How often the top detection on a novel validation object names it right (from the LVIS
+        results of the evaluation on cfg.DATASETS.TEST[0]; :func:`vild_d2.modeling.diagnostics.novel_object_naming`)."""
+        folder = Path(cfg.OUTPUT_DIR) / "inference" / cfg.DATASETS.TEST[0]
+        results = json.loads((folder / "lvis_instances_results.json").read_text())
         gt = json.loads((Path(self.world_root) / SPLIT_FILES["val"]).read_text())
         novel = [c["id"] for c in gt["categories"] if c["frequency"] == "r"]
         naming = novel_object_naming(results, gt, novel)
