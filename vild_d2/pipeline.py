@@ -226,9 +226,9 @@ class Pipeline:
         folder = Path(cfg.OUTPUT_DIR) / "inference" / cfg.DATASETS.TEST[0]
         results = json.loads((folder / "lvis_instances_results.json").read_text())
         gt = json.loads((Path(self.world_root) / SPLIT_FILES["val"]).read_text())
-        novel = [c["id"] for c in gt["categories"] if c["frequency"] == "r"]
+        novel = {c["id"] for c in gt["categories"] if c["frequency"] == "r"}
         naming = novel_object_naming(results, gt, novel)
-        names = {c["id"]: c["name"] for c in gt["categories"]}
+        names = {c["id"]: c["name"] + (" (novel)" if c["id"] in novel else "") for c in gt["categories"]}
         naming["wrong_names"] = {names[k]: v for k, v in sorted(naming["wrong_names"].items(), key=lambda kv: -kv[1])}
         return naming
 
