@@ -24,7 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from vild_d2.data.builtin import default_toy_root
 from vild_d2.pipeline import FAST, VAL, Pipeline, PipelineSettings
-from vild_d2.toy import SPLIT_FILES, TOY_PREFIX
+from vild_d2.toy import SPLIT_FILES, TOY_PREFIX, toy_categories
 
 logger = logging.getLogger("vild_d2.toy_paper_table")
 ROWS = (("(a) supervised, base only", "supervised_base"), ("(b) supervised, all classes", "supervised_all"),
@@ -37,7 +37,8 @@ def variant_opts(kind: str, world: str):
         opts = ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
                 "MODEL.VILD.MODE", "text"]  # text: the data mapper loads no cached regions
         if kind == "supervised_all":
-            return opts + ["DATASETS.TRAIN", f"('{TOY_PREFIX}_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES", "24"]
+            return opts + ["DATASETS.TRAIN", f"('{TOY_PREFIX}_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES",
+                           str(len(toy_categories()))]
         # Evaluated with the base vocabulary against all classes: novel classes are never predicted.
         entry = [f"{VAL}_base_vocab", str(Path(world) / SPLIT_FILES["val"]), str(Path(world) / "images"),
                  "base"]
