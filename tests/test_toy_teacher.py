@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 import clip
+import pytest
 import torch
 
 from vild_d2.toy import TOY_PREFIX, ToyWorldSettings, build_toy_world
@@ -66,3 +67,29 @@ def test_background_rois_avoid_every_object(tmp_path):
             assert box_iou(mine, objects).max() < 0.1
     again = background_rois(data, torch.Generator().manual_seed(0), per_image=4)
     assert torch.equal(bg, again)  # seeded
+
+
+def test_crop_geometry_groups_classes_by_colour_and_shape(tmp_path):
+    """A stand-in image tower that embeds a crop as its mean colour puts classes of one colour
+    together and classes of one shape apart."""
+    from vild_d2.toy.teacher import crop_geometry
+
+    class MeanColour(torch.nn.Module):
+        input_resolution, output_dim = 16, 3
+
+        def __init__(self):
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, crops):  # B x 3 x S x S -> B x 3
+            return crops.mean((2, 3)) * self.gain
+
+    world = tmp_path / TOY_PREFIX
+    build_toy_world(world, ToyWorldSettings(num_train=4, num_val=40, seed=3), workers=1)
+    model = torch.nn.Module()
+    model.visual = MeanColour()
+    geometry = crop_geometry(model, world)
+    assert set(geometry) == {"within_class", "same_colour", "same_shape", "neither"}
+    assert geometry == pytest.approx({"within_class": 0.9195, "same_colour": 0.8595, "same_shape": -0.2515,
+                                      "neither": -0.2760}, abs=1e-3)
+    assert geometry["same_colour"] > 0.8 > 0 > geometry["same_shape"]
