@@ -12,7 +12,8 @@ are shared with and cached like ``python -m vild_d2.pipeline``.
                                          [--opts KEY VALUE ...]
 
 Every row trains with configs/toy/ViLD-Toy-ensemble_2x.yaml by default: 1,200 iterations of 4
-images, 4/3 of the images of `make demo` (benchmarks/README.md).
+images, twice the images of `make demo`, which leave the distilled head underfitting its targets
+(benchmarks/README.md).
 """
 import argparse
 import dataclasses
@@ -95,7 +96,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="output/demo", help="pipeline folder; the default shares the "
                    "toy teacher, RPN and region cache with `make demo`")
     p.add_argument("--config-file", default=str(TABLE_CONFIG), help="ViLD config of every row (rows override "
-                   "the mode and, for (a)/(b), the heads); the default trains on 4/3 of the images of `make demo`")
+                   "the mode and, for (a)/(b), the heads); the default doubles the images of `make demo`")
     p.add_argument("--fast", action="store_true", help="tiny sizes, a few iterations (smoke test); the table "
                    "goes to --output instead of benchmarks/results")
     p.add_argument("--rows", nargs="+", choices=[k for _, k in ROWS], default=[k for _, k in ROWS],
