@@ -85,9 +85,8 @@ def detection_breakdown(pipe_out, gt: dict):
     ``gt``: the validation json dict."""
     from vild_d2.modeling.diagnostics import confident_detection_breakdown
 
-    (results,) = (Path(pipe_out["vild_cfg"].OUTPUT_DIR) / "inference").glob("*/lvis_instances_results.json")
     novel = [c["id"] for c in gt["categories"] if c["frequency"] == "r"]
-    return confident_detection_breakdown(json.loads(results.read_text()), gt, novel)
+    return confident_detection_breakdown(Pipeline.lvis_results(pipe_out["vild_cfg"]), gt, novel)
 
 
 def make_parser() -> argparse.ArgumentParser:

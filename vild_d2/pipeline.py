@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -220,11 +220,16 @@ class Pipeline:
         (rpn_dir / "recall.json").write_text(json.dumps(recall, indent=1))
         return recall
 
+    @staticmethod
+    def lvis_results(cfg) -> List[dict]:
+        """The LVIS result dicts of a trained stage's evaluation on cfg.DATASETS.TEST[0]."""
+        folder = Path(ViLDTrainer.inference_folder(cfg, cfg.DATASETS.TEST[0]))
+        return json.loads((folder / "lvis_instances_results.json").read_text())
+
     def naming(self, cfg) -> Dict:
-        """How often the top detection on a novel validation object names it right (from the LVIS
-        results of the evaluation on cfg.DATASETS.TEST[0]; :func:`vild_d2.modeling.diagnostics.novel_object_naming`)."""
-        folder = Path(cfg.OUTPUT_DIR) / "inference" / cfg.DATASETS.TEST[0]
-        results = json.loads((folder / "lvis_instances_results.json").read_text())
+        """How often the top detection on a novel validation object names it right (from
+        :meth:`lvis_results`; :func:`vild_d2.modeling.diagnostics.novel_object_naming`)."""
+        results = self.lvis_results(cfg)
         gt = json.loads((Path(self.world_root) / SPLIT_FILES["val"]).read_text())
         novel = {c["id"] for c in gt["categories"] if c["frequency"] == "r"}
         naming = novel_object_naming(results, gt, novel)

@@ -73,9 +73,14 @@ class ViLDTrainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(cfg, dataset_name, mapper=ViLDDatasetMapper(cfg, is_train=False))
 
+    @staticmethod
+    def inference_folder(cfg, dataset_name: str) -> str:
+        """Where the evaluation of ``dataset_name`` writes its predictions and results."""
+        return os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        output_folder = output_folder or cls.inference_folder(cfg, dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
         # tasks from the config, not guessed from the predictions: a model that detects nothing
         # still reports (NaN) mask rows instead of silently dropping them

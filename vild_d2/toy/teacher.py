@@ -227,12 +227,14 @@ def crop_geometry(model: CLIP, world_root, split: str = "val", scales=(1.0, 1.5)
     rois = annotation_rois(data).view(-1, 6)  # A x 6
     if not len(rois):
         return dict.fromkeys(("within_class", "same_colour", "same_shape", "neither"), float("nan"))
-    emb = torch.cat([embed_regions(model.visual, images[i], rois[rois[:, 0] == i, 1:5], scales, "sum", 256)
-                     for i in range(len(images))])  # A x D, in image order as rois
-    labels = torch.cat([rois[rois[:, 0] == i, 5] for i in range(len(images))]).long()
+    per_image = [rois[rois[:, 0] == i] for i in range(len(images))]
+    emb = torch.cat([embed_regions(model.visual, images[i], r[:, 1:5], scales, "sum", 256)
+                     for i, r in enumerate(per_image)])  # A x D, rows in per_image order
+    labels = torch.cat([r[:, 5] for r in per_image]).long()  # A
     ids = labels.unique()  # K' classes present
-    means = F.normalize(torch.stack([emb[labels == i].mean(0) for i in ids]), dim=-1)  # K' x D
-    within = torch.cat([emb[labels == i] @ m for i, m in zip(ids, means)]).mean().item()
+    members = [emb[labels == i] for i in ids]
+    means = F.normalize(torch.stack([m.mean(0) for m in members]), dim=-1)  # K' x D
+    within = torch.cat([m @ centre for m, centre in zip(members, means)]).mean().item()
     cats = {c.id: c for c in toy_categories()}
     colour = torch.tensor([list(COLOURS).index(cats[int(i)].colour) for i in ids])
     shape = torch.tensor([SHAPES.index(cats[int(i)].shape) for i in ids])
