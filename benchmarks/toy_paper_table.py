@@ -8,12 +8,12 @@ Mask AP, APr (novel), APc, APf on the toy validation set, written as markdown to
 benchmarks/results/toy_paper_table.md. Stages (teacher, RPN, region cache, text classifiers)
 are shared with and cached like ``python -m vild_d2.pipeline``.
 
-    python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--config-file ...] [--rows ...]
-                                         [--opts KEY VALUE ...]
+    python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--config-file ...]
+                                         [--rpn-config-file ...] [--rows ...] [--opts KEY VALUE ...]
 
-Every row trains with configs/toy/ViLD-Toy-ensemble_2x.yaml by default: 1,200 iterations of 4
-images, twice the images of `make demo`, which leave the distilled head underfitting its targets
-(benchmarks/README.md).
+Every row trains configs/toy/ViLD-Toy-R18-ensemble.yaml by default (the full-width R18-FPN,
+1,200 iterations of 4 images) from the weights of configs/toy/RPN-Toy-R18-FPN.yaml; `make demo`
+trains the same method at half width on as many images (benchmarks/README.md).
 """
 import argparse
 import dataclasses
@@ -47,7 +47,8 @@ def variant_opts(kind: str, world: str):
     return ["MODEL.VILD.MODE", kind]
 
 
-TABLE_CONFIG = Path(__file__).resolve().parents[1] / "configs/toy/ViLD-Toy-ensemble_2x.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs/toy"
+TABLE_CONFIG, TABLE_RPN_CONFIG = CONFIGS / "ViLD-Toy-R18-ensemble.yaml", CONFIGS / "RPN-Toy-R18-FPN.yaml"
 FIT_IMAGES = 300  # training images whose cached regions measure the distillation fit (of 1,200)
 
 
@@ -93,9 +94,11 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--output", default="output/demo", help="pipeline folder; the default shares the "
-                   "toy teacher, RPN and region cache with `make demo`")
+                   "toy teacher and text classifiers with `make demo`")
     p.add_argument("--config-file", default=str(TABLE_CONFIG), help="ViLD config of every row (rows override "
-                   "the mode and, for (a)/(b), the heads); the default doubles the images of `make demo`")
+                   "the mode and, for (a)/(b), the heads)")
+    p.add_argument("--rpn-config-file", default=str(TABLE_RPN_CONFIG), help="base-class RPN whose proposals "
+                   "fill the region cache and whose weights every row starts from (same backbone as --config-file)")
     p.add_argument("--fast", action="store_true", help="tiny sizes, a few iterations (smoke test); the table "
                    "goes to --output instead of benchmarks/results")
     p.add_argument("--rows", nargs="+", choices=[k for _, k in ROWS], default=[k for _, k in ROWS],
@@ -109,7 +112,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main():
     args = make_parser().parse_args()
     setup_logger(name="vild_d2")
-    base = dataclasses.replace(FAST if args.fast else PipelineSettings(), vild_config=args.config_file)
+    base = dataclasses.replace(FAST if args.fast else PipelineSettings(), vild_config=args.config_file,
+                               rpn_config=args.rpn_config_file)
     table, heads, fits, landing, naming, recall, val_gt = {}, {}, {}, {}, {}, None, None
     for seed in args.seeds:
         for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:

@@ -1,6 +1,8 @@
 """benchmarks/toy_paper_table.py's command line: rows and config overrides combine."""
 import importlib.util
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -18,14 +20,33 @@ def test_rows_and_opts_combine():
     assert len(p.parse_args([]).rows) == 6 and p.parse_args([]).opts == []
 
 
-def test_table_config_doubles_the_demo_images_and_changes_only_the_schedule():
-    from vild_d2.pipeline import PipelineSettings, _cfg
+def test_demo_is_the_table_model_at_half_width_on_as_many_images():
+    from vild_d2.pipeline import PipelineSettings, _cfg, check_same_backbone
 
-    table = _cfg(_table_module().make_parser().parse_args([]).config_file, ())
-    demo = _cfg(PipelineSettings().vild_config, ())
+    args = _table_module().make_parser().parse_args([])
+    table, table_rpn = _cfg(args.config_file, ()), _cfg(args.rpn_config_file, ())
+    demo, demo_rpn = _cfg(PipelineSettings().vild_config, ()), _cfg(PipelineSettings().rpn_config, ())
     images = lambda c: c.SOLVER.MAX_ITER * c.SOLVER.IMS_PER_BATCH  # noqa: E731
-    assert images(table) == 2 * images(demo) == 4800
+    assert images(table) == images(demo) == 4800
     assert (table.SOLVER.IMS_PER_BATCH, table.SOLVER.BASE_LR, table.SOLVER.STEPS) == (4, 0.001, (1000,))
-    schedule = ("IMS_PER_BATCH", "BASE_LR", "MAX_ITER", "STEPS")
-    table.merge_from_list([v for k in schedule for v in (f"SOLVER.{k}", demo.SOLVER[k])])
-    assert table.dump() == demo.dump()
+    assert (table.MODEL.RESNETS.RES2_OUT_CHANNELS, demo.MODEL.RESNETS.RES2_OUT_CHANNELS) == (64, 32)
+    check_same_backbone(table_rpn, table)
+    check_same_backbone(demo_rpn, demo)
+    changed = ["MODEL.BACKBONE.NAME", "MODEL.RESNETS.STEM_OUT_CHANNELS", "MODEL.RESNETS.RES2_OUT_CHANNELS",
+               "MODEL.FPN.OUT_CHANNELS"] + [f"SOLVER.{k}" for k in ("IMS_PER_BATCH", "BASE_LR", "MAX_ITER", "STEPS")]
+    for cfg, other in ((table, demo), (table_rpn, demo_rpn)):
+        cfg.merge_from_list([v for k in changed for v in (k, _get(other, k))])
+        assert cfg.dump() == other.dump()
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def test_mismatched_backbones_are_refused():
+    from vild_d2.pipeline import PipelineSettings, _cfg, check_same_backbone
+
+    with pytest.raises(ValueError, match="RES2_OUT_CHANNELS"):
+        check_same_backbone(_cfg(_table_module().TABLE_RPN_CONFIG, ()), _cfg(PipelineSettings().vild_config, ()))

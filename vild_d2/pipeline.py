@@ -11,6 +11,7 @@ finished stages and a changed setting redoes only what depends on it. Run as
 """
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -54,7 +55,7 @@ class PipelineSettings:
     world: ToyWorldSettings = ToyWorldSettings()
     teacher: TeacherSettings = TeacherSettings()
     vild_config: str = str(CONFIGS / "ViLD-Toy-ensemble.yaml")
-    rpn_config: str = str(CONFIGS / "RPN-Toy-R18-FPN.yaml")
+    rpn_config: str = str(CONFIGS / "RPN-Toy-Lite-FPN.yaml")
     opts: tuple = ()  # config overrides for the ViLD model, KEY VALUE ...
     rpn_opts: tuple = ()
     num_pictures: int = 8
@@ -110,6 +111,18 @@ def novel_first(records, novel_class_ids):
     return sorted(records, key=lambda r: all(a["category_id"] not in novel for a in r["annotations"]))
 
 
+def check_same_backbone(rpn_cfg, vild_cfg) -> None:
+    """The ViLD detector starts from the RPN's weights: a backbone of another shape would load
+    only in part (Detectron2 skips mismatched tensors with a warning), so refuse it up front."""
+    keys = ("MODEL.BACKBONE.NAME", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.STEM_OUT_CHANNELS",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS", "MODEL.FPN.NORM")
+    get = lambda cfg, key: functools.reduce(getattr, key.split("."), cfg)  # noqa: E731
+    differ = {k: (get(rpn_cfg, k), get(vild_cfg, k)) for k in keys if get(rpn_cfg, k) != get(vild_cfg, k)}
+    if differ:
+        raise ValueError(f"the ViLD config starts from the RPN's weights but their backbones differ (RPN, ViLD): "
+                         f"{differ}; give both configs the same backbone keys, or set MODEL.WEIGHTS in the ViLD config")
+
+
 class Pipeline:
     def __init__(self, out: str, world_root: str, s: PipelineSettings):
         if Path(world_root).resolve() != Path(default_toy_root()).resolve():
@@ -155,6 +168,7 @@ class Pipeline:
                                                                 settings))
         vild_cfg.MODEL.VILD.REGION_CACHE_DIR = str(cache_dir)
         if s.init_from_rpn and not vild_cfg.MODEL.WEIGHTS:
+            check_same_backbone(rpn_cfg, vild_cfg)
             vild_cfg.MODEL.WEIGHTS = str(rpn_dir / "model_final.pth")
         vild_dir = self.out / f"vild_{_key(vild_cfg.dump())}"
         vild_cfg.OUTPUT_DIR = str(vild_dir)
