@@ -21,7 +21,8 @@ def test_rows_and_opts_combine():
 
 
 def test_demo_is_the_table_model_at_half_width_on_as_many_images():
-    from vild_d2.pipeline import PipelineSettings, _cfg, check_same_backbone
+    from vild_d2.config import cfg_value, check_same_backbone
+    from vild_d2.pipeline import PipelineSettings, _cfg
 
     args = _table_module().make_parser().parse_args([])
     table, table_rpn = _cfg(args.config_file, ()), _cfg(args.rpn_config_file, ())
@@ -35,18 +36,13 @@ def test_demo_is_the_table_model_at_half_width_on_as_many_images():
     changed = ["MODEL.BACKBONE.NAME", "MODEL.RESNETS.STEM_OUT_CHANNELS", "MODEL.RESNETS.RES2_OUT_CHANNELS",
                "MODEL.FPN.OUT_CHANNELS"] + [f"SOLVER.{k}" for k in ("IMS_PER_BATCH", "BASE_LR", "MAX_ITER", "STEPS")]
     for cfg, other in ((table, demo), (table_rpn, demo_rpn)):
-        cfg.merge_from_list([v for k in changed for v in (k, _get(other, k))])
+        cfg.merge_from_list([v for k in changed for v in (k, cfg_value(other, k))])
         assert cfg.dump() == other.dump()
 
 
-def _get(cfg, key):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
-
-
 def test_mismatched_backbones_are_refused():
-    from vild_d2.pipeline import PipelineSettings, _cfg, check_same_backbone
+    from vild_d2.config import check_same_backbone
+    from vild_d2.pipeline import PipelineSettings, _cfg
 
     with pytest.raises(ValueError, match="RES2_OUT_CHANNELS"):
         check_same_backbone(_cfg(_table_module().TABLE_RPN_CONFIG, ()), _cfg(PipelineSettings().vild_config, ()))

@@ -5,9 +5,11 @@ Core Detectron2 keys are reused where they exist: ViLD's class-agnostic box and 
 branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
 ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``.
 """
+import functools
+
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_vild_config"]
+__all__ = ["add_vild_config", "cfg_value", "check_same_backbone"]
 
 
 def add_vild_config(cfg: CN) -> None:
@@ -61,3 +63,20 @@ def add_vild_config(cfg: CN) -> None:
     _C.DATASETS.VILD.LSJ_IMAGE_SIZE = 0
     # Large-scale jitter: range of the random rescale factor.
     _C.DATASETS.VILD.LSJ_SCALE_RANGE = [0.1, 2.0]
+
+
+def cfg_value(cfg, key: str):
+    """The value of a dotted config key, e.g. ``MODEL.FPN.OUT_CHANNELS``."""
+    return functools.reduce(getattr, key.split("."), cfg)
+
+
+def check_same_backbone(rpn_cfg, vild_cfg) -> None:
+    """The ViLD detector starts from the RPN's weights: a backbone of another shape would load
+    only in part (Detectron2 skips mismatched tensors with a warning), so refuse it up front."""
+    keys = ("MODEL.BACKBONE.NAME", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.STEM_OUT_CHANNELS",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS", "MODEL.FPN.NORM")
+    differ = {k: (cfg_value(rpn_cfg, k), cfg_value(vild_cfg, k)) for k in keys
+              if cfg_value(rpn_cfg, k) != cfg_value(vild_cfg, k)}
+    if differ:
+        raise ValueError(f"the ViLD config starts from the RPN's weights but their backbones differ (RPN, ViLD): "
+                         f"{differ}; give both configs the same backbone keys, or set MODEL.WEIGHTS in the ViLD config")

@@ -11,7 +11,6 @@ finished stages and a changed setting redoes only what depends on it. Run as
 """
 import argparse
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
-from .config import add_vild_config
+from .config import add_vild_config, check_same_backbone
 from .data import register_from_config
 from .data.builtin import default_toy_root
 from .data.records import annotation_boxes
@@ -109,18 +108,6 @@ def novel_first(records, novel_class_ids):
     """The records that hold an object of a novel class, then the others, each in dataset order."""
     novel = set(novel_class_ids)
     return sorted(records, key=lambda r: all(a["category_id"] not in novel for a in r["annotations"]))
-
-
-def check_same_backbone(rpn_cfg, vild_cfg) -> None:
-    """The ViLD detector starts from the RPN's weights: a backbone of another shape would load
-    only in part (Detectron2 skips mismatched tensors with a warning), so refuse it up front."""
-    keys = ("MODEL.BACKBONE.NAME", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.STEM_OUT_CHANNELS",
-            "MODEL.RESNETS.RES2_OUT_CHANNELS", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS", "MODEL.FPN.NORM")
-    get = lambda cfg, key: functools.reduce(getattr, key.split("."), cfg)  # noqa: E731
-    differ = {k: (get(rpn_cfg, k), get(vild_cfg, k)) for k in keys if get(rpn_cfg, k) != get(vild_cfg, k)}
-    if differ:
-        raise ValueError(f"the ViLD config starts from the RPN's weights but their backbones differ (RPN, ViLD): "
-                         f"{differ}; give both configs the same backbone keys, or set MODEL.WEIGHTS in the ViLD config")
 
 
 class Pipeline:
