@@ -1,4 +1,5 @@
 """benchmarks/toy_paper_table.py's command line: rows and config overrides combine."""
+import functools
 import importlib.util
 
 import pytest
@@ -21,7 +22,7 @@ def test_rows_and_opts_combine():
 
 
 def test_demo_is_the_table_model_at_half_width_on_as_many_images():
-    from vild_d2.config import cfg_value, check_same_backbone
+    from vild_d2.config import check_same_backbone
     from vild_d2.pipeline import PipelineSettings, _cfg
 
     args = _table_module().make_parser().parse_args([])
@@ -36,7 +37,7 @@ def test_demo_is_the_table_model_at_half_width_on_as_many_images():
     changed = ["MODEL.BACKBONE.NAME", "MODEL.RESNETS.STEM_OUT_CHANNELS", "MODEL.RESNETS.RES2_OUT_CHANNELS",
                "MODEL.FPN.OUT_CHANNELS"] + [f"SOLVER.{k}" for k in ("IMS_PER_BATCH", "BASE_LR", "MAX_ITER", "STEPS")]
     for cfg, other in ((table, demo), (table_rpn, demo_rpn)):
-        cfg.merge_from_list([v for k in changed for v in (k, cfg_value(other, k))])
+        cfg.merge_from_list([v for k in changed for v in (k, functools.reduce(getattr, k.split("."), other))])
         assert cfg.dump() == other.dump()
 
 
@@ -44,5 +45,10 @@ def test_mismatched_backbones_are_refused():
     from vild_d2.config import check_same_backbone
     from vild_d2.pipeline import PipelineSettings, _cfg
 
+    table = _table_module()
+    rpn = _cfg(table.TABLE_RPN_CONFIG, ())
     with pytest.raises(ValueError, match="RES2_OUT_CHANNELS"):
-        check_same_backbone(_cfg(_table_module().TABLE_RPN_CONFIG, ()), _cfg(PipelineSettings().vild_config, ()))
+        check_same_backbone(rpn, _cfg(PipelineSettings().vild_config, ()))
+    with pytest.raises(ValueError, match="MODEL.RESNETS.NUM_GROUPS"):  # any key under RESNETS / FPN counts
+        check_same_backbone(rpn, _cfg(table.TABLE_CONFIG, ("MODEL.RESNETS.NUM_GROUPS", "2")))
+    check_same_backbone(rpn, _cfg(table.TABLE_CONFIG, ()))

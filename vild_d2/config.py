@@ -5,11 +5,11 @@ Core Detectron2 keys are reused where they exist: ViLD's class-agnostic box and 
 branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
 ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``.
 """
-import functools
+from typing import Dict
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_vild_config", "cfg_value", "check_same_backbone"]
+__all__ = ["add_vild_config", "check_same_backbone"]
 
 
 def add_vild_config(cfg: CN) -> None:
@@ -65,18 +65,24 @@ def add_vild_config(cfg: CN) -> None:
     _C.DATASETS.VILD.LSJ_SCALE_RANGE = [0.1, 2.0]
 
 
-def cfg_value(cfg, key: str):
-    """The value of a dotted config key, e.g. ``MODEL.FPN.OUT_CHANNELS``."""
-    return functools.reduce(getattr, key.split("."), cfg)
+def _flatten(node: CN, prefix: str) -> Dict[str, object]:
+    """Every leaf of a config node as ``{"PREFIX.KEY": value}``."""
+    out = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}.{key}") if isinstance(value, CN) else {f"{prefix}.{key}": value})
+    return out
 
 
 def check_same_backbone(rpn_cfg, vild_cfg) -> None:
     """The ViLD detector starts from the RPN's weights: a backbone of another shape would load
-    only in part (Detectron2 skips mismatched tensors with a warning), so refuse it up front."""
-    keys = ("MODEL.BACKBONE.NAME", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.STEM_OUT_CHANNELS",
-            "MODEL.RESNETS.RES2_OUT_CHANNELS", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS", "MODEL.FPN.NORM")
-    differ = {k: (cfg_value(rpn_cfg, k), cfg_value(vild_cfg, k)) for k in keys
-              if cfg_value(rpn_cfg, k) != cfg_value(vild_cfg, k)}
+    only in part (Detectron2 skips mismatched tensors with a warning), so refuse it up front.
+    Compared: ``MODEL.BACKBONE.NAME`` and every key under ``MODEL.RESNETS`` and ``MODEL.FPN``."""
+    def backbone(cfg):
+        return {"MODEL.BACKBONE.NAME": cfg.MODEL.BACKBONE.NAME, **_flatten(cfg.MODEL.RESNETS, "MODEL.RESNETS"),
+                **_flatten(cfg.MODEL.FPN, "MODEL.FPN")}
+
+    rpn, vild = backbone(rpn_cfg), backbone(vild_cfg)
+    differ = {k: (rpn.get(k), vild.get(k)) for k in sorted(rpn.keys() | vild.keys()) if rpn.get(k) != vild.get(k)}
     if differ:
         raise ValueError(f"the ViLD config starts from the RPN's weights but their backbones differ (RPN, ViLD): "
                          f"{differ}; give both configs the same backbone keys, or set MODEL.WEIGHTS in the ViLD config")
