@@ -13,12 +13,11 @@ import json
 import os
 from pathlib import Path
 
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
 import vild_d2  # noqa: F401  (registers components and datasets)
-from vild_d2 import add_vild_config
+from vild_d2.config import load_config
 from vild_d2.predictor import VocabularyPredictor, expand_inputs, vocabulary_source
 from vild_d2.visualize import detections_to_json, draw_detections
 
@@ -34,10 +33,7 @@ def main():
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = p.parse_args()
     logger = setup_logger(name="vild_d2")
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)  # registers DATASETS.VILD.REGISTER, as train_net.py does
     predictor = VocabularyPredictor(cfg, vocabulary_source(args.vocabulary, args.custom_vocabulary))
     os.makedirs(args.output, exist_ok=True)
     failed = []

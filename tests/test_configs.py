@@ -8,7 +8,8 @@ from vild_d2 import add_vild_config
 from vild_d2.toy import TOY_PREFIX
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+OVERLAYS = sorted((CONFIG_DIR / "overlays").glob("*.yaml"))  # merged on top of a config, no _BASE_
+CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) - set(OVERLAYS))
 
 
 def test_configs_exist():
@@ -22,6 +23,18 @@ def test_config_loads(path):
     cfg.merge_from_file(str(path))
     assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
     assert cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+@pytest.mark.parametrize("config", ["LVIS-OV/vild_ensemble_R50_FPN.yaml", "LVIS-OV/rpn_R50_FPN.yaml",
+                                    "COCO-OV/vild_R50_FPN.yaml"])
+def test_overlay_applies_to_the_recipe_configs(config, overlay):
+    from vild_d2.config import load_config
+
+    cfg = load_config(CONFIG_DIR / config, overlays=[overlay])
+    assert "_BASE_:" not in overlay.read_text()
+    assert cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == cfg.MODEL.FPN.NORM == "GN"
+    assert cfg.MODEL.WEIGHTS == ""
 
 
 @pytest.mark.parametrize("path", sorted((CONFIG_DIR / "toy").rglob("*.yaml")), ids=lambda p: p.name)

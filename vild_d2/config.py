@@ -5,11 +5,12 @@ Core Detectron2 keys are reused where they exist: ViLD's class-agnostic box and 
 branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
 ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``.
 """
-from typing import Dict
+from typing import Dict, Sequence
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-__all__ = ["add_vild_config", "check_same_backbone"]
+__all__ = ["add_vild_config", "load_config", "check_same_backbone"]
 
 
 def add_vild_config(cfg: CN) -> None:
@@ -24,6 +25,9 @@ def add_vild_config(cfg: CN) -> None:
     _C.MODEL.VILD.TEXT_EMBEDDINGS = ""
     # Text embeddings of the test vocabulary; empty = build from the test dataset.
     _C.MODEL.VILD.TEST_TEXT_EMBEDDINGS = ""
+    # Prompt templates of automatically built text classifiers: a file with one "{}" per line;
+    # empty = the package's set (vild_d2/data/prompt_templates.txt).
+    _C.MODEL.VILD.PROMPT_TEMPLATES = ""
     # Directory where automatically built text classifiers are cached.
     _C.MODEL.VILD.TEXT_CACHE_DIR = "output/text_classifiers"
     # Temperature tau of the cosine-similarity logits (paper: 0.01).
@@ -54,6 +58,9 @@ def add_vild_config(cfg: CN) -> None:
     # Train images missing from the region cache without ViLD-image (counted warning)
     # instead of stopping with an error.
     _C.DATASETS.VILD.SKIP_MISSING_REGIONS = False
+    # Keep training images without a usable box but with cached CLIP regions (all their objects
+    # novel) when DATALOADER.FILTER_EMPTY_ANNOTATIONS drops empty images: they give ViLD-image loss.
+    _C.DATASETS.VILD.KEEP_IMAGES_WITH_REGIONS = True
     # Extra datasets registered by train_net.py: entries [name, json_file, image_root,
     # vocabulary ("all" or "base"), format ("lvis" or "coco")]; the last two optional.
     _C.DATASETS.VILD.REGISTER = []
@@ -63,6 +70,23 @@ def add_vild_config(cfg: CN) -> None:
     _C.DATASETS.VILD.LSJ_IMAGE_SIZE = 0
     # Large-scale jitter: range of the random rescale factor.
     _C.DATASETS.VILD.LSJ_SCALE_RANGE = [0.1, 2.0]
+
+
+def load_config(path: str, opts: Sequence[str] = (), overlays: Sequence[str] = (), register: bool = True) -> CN:
+    """A Detectron2 config with the ViLD keys: ``path`` (with its ``_BASE_`` chain), then each
+    overlay YAML file, then ``opts`` (KEY VALUE ...). With ``register``, the datasets listed in
+    ``DATASETS.VILD.REGISTER`` are registered, so every tool sees the config's datasets."""
+    cfg = get_cfg()
+    add_vild_config(cfg)
+    cfg.merge_from_file(str(path))
+    for overlay in overlays:
+        cfg.merge_from_file(str(overlay))
+    cfg.merge_from_list(list(opts))
+    if register:
+        from .data import register_from_config  # the data package builds on the config, not the reverse
+
+        register_from_config(cfg)
+    return cfg
 
 
 def _flatten(node: CN, prefix: str) -> Dict[str, object]:

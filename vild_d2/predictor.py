@@ -58,7 +58,8 @@ class VocabularyPredictor(DefaultPredictor):
         if not os.path.isfile(cfg.MODEL.WEIGHTS) and "://" not in cfg.MODEL.WEIGHTS:
             raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} not found")
         super().__init__(cfg)
-        path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, vocabulary, cfg.MODEL.VILD.CLIP_MODEL)
+        path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, vocabulary, cfg.MODEL.VILD.CLIP_MODEL,
+                                      cfg.MODEL.VILD.PROMPT_TEMPLATES or None, device=cfg.MODEL.DEVICE)
         emb, names = load_text_classifier(path)
         self.class_names = names
         base = set(dataset_class_names(cfg.DATASETS.TRAIN) or [])

@@ -25,6 +25,7 @@ DEFAULT_TEMPLATES = Path(__file__).with_name("data") / "prompt_templates.txt"
 
 __all__ = ["clean_class_name", "read_templates", "builtin_vocabulary", "load_vocabulary", "clip_identity", "load_clip",
            "encode_classes", "save_text_classifier", "load_text_classifier", "cached_text_classifier",
+           "text_classifier_path",
            "ClassifierMismatchError"]
 
 
@@ -220,9 +221,8 @@ def load_text_classifier(path, expected_names: Optional[Sequence[str]] = None, e
     return torch.from_numpy(emb), (list(names) if names is not None else None)
 
 
-def cached_text_classifier(cache_dir, vocabulary: str, clip_spec: str, templates_file=None,
-                           use_synonyms: bool = True, batch_size: Optional[int] = None, device: str = "cpu") -> Path:
-    """Path of the classifier of ``vocabulary`` under ``clip_spec``; built only when missing."""
+def _request(cache_dir, vocabulary: str, clip_spec: str, templates_file=None, use_synonyms: bool = True):
+    """The classifier file of a vocabulary under a CLIP and templates, and what building it needs."""
     names, synonyms = load_vocabulary(vocabulary)
     templates = read_templates(templates_file)
     ident = clip_identity(clip_spec)
@@ -232,6 +232,19 @@ def cached_text_classifier(cache_dir, vocabulary: str, clip_spec: str, templates
     label = Path(vocabulary).stem if os.path.isfile(vocabulary) else vocabulary
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40]
     path = Path(cache_dir) / f"{stem}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy"
+    return path, names, synonyms, templates, meta
+
+
+def text_classifier_path(cache_dir, vocabulary: str, clip_spec: str, templates_file=None,
+                         use_synonyms: bool = True) -> Path:
+    """Where :func:`cached_text_classifier` keeps the classifier of ``vocabulary`` (built or not)."""
+    return _request(cache_dir, vocabulary, clip_spec, templates_file, use_synonyms)[0]
+
+
+def cached_text_classifier(cache_dir, vocabulary: str, clip_spec: str, templates_file=None,
+                           use_synonyms: bool = True, batch_size: Optional[int] = None, device: str = "cpu") -> Path:
+    """Path of the classifier of ``vocabulary`` under ``clip_spec``; built only when missing."""
+    path, names, synonyms, templates, meta = _request(cache_dir, vocabulary, clip_spec, templates_file, use_synonyms)
     if path.is_file() and path.with_suffix(".json").is_file():
         logger.info("text classifier cached: %s", path)
         return path

@@ -8,8 +8,8 @@ from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
 import torch
-from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
+                             get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -17,14 +17,14 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-from ..config import add_vild_config
-from ..data import ViLDDatasetMapper, register_from_config
+from ..config import load_config
+from ..data import ViLDDatasetMapper
 from ..evaluation import OVCOCOEvaluator
 from ..modeling.vocabulary import set_dataset_vocabulary
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ViLDTrainer", "setup_cfg", "summary_table"]
+__all__ = ["ViLDTrainer", "setup_cfg", "summary_table", "check_norms_fit_device"]
 
 
 @contextlib.contextmanager
@@ -47,6 +47,7 @@ def _cpu_ddp():
 
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
+        check_norms_fit_device(cfg)
         with _cpu_ddp():
             super().__init__(cfg)
 
@@ -67,7 +68,8 @@ class ViLDTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=ViLDDatasetMapper(cfg, is_train=True))
+        mapper = ViLDDatasetMapper(cfg, is_train=True)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=training_records(cfg, mapper))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -113,6 +115,31 @@ class ViLDTrainer(DefaultTrainer):
         return results
 
 
+def _has_box(record: dict) -> bool:
+    return any(not a.get("iscrowd", 0) for a in record["annotations"])
+
+
+def training_records(cfg, mapper: ViLDDatasetMapper):
+    """The training images. ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` drops images without a usable
+    (non-crowd) box, except, with ``DATASETS.VILD.KEEP_IMAGES_WITH_REGIONS``, those with cached CLIP
+    regions: an image whose objects are all novel (their labels removed in the base split) still
+    teaches ViLD-image through the cache."""
+    if cfg.MODEL.LOAD_PROPOSALS or cfg.MODEL.KEYPOINT_ON:
+        raise ValueError("ViLD trains from RPN proposals without keypoints: set MODEL.LOAD_PROPOSALS and "
+                         "MODEL.KEYPOINT_ON to False")
+    records = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+    if not cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        return records
+    cached = mapper.cache if mapper.region_cache_dir and cfg.DATASETS.VILD.KEEP_IMAGES_WITH_REGIONS else ()
+    kept = [r for r in records if _has_box(r) or r["image_id"] in cached]
+    logger.info("training images: %d of %d kept, %d of them without a usable box but with cached CLIP regions",
+                len(kept), len(records), sum(not _has_box(r) for r in kept))
+    if not kept:
+        raise ValueError(f"no image of {list(cfg.DATASETS.TRAIN)} has a usable box or cached regions: check the "
+                         "dataset's annotations, or set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
+    return kept
+
+
 def summary_table(results) -> str:
     """One table: a row per (dataset, task) with AP, APr, APc, APf (LVIS) or AP50 novel/base/all."""
     rows = []
@@ -129,14 +156,22 @@ def summary_table(results) -> str:
     return tabulate(rows, headers=header, tablefmt="pipe")
 
 
+def check_norms_fit_device(cfg) -> None:
+    """SyncBN synchronises through CUDA: several CPU processes (gloo) cannot run it."""
+    keys = {"MODEL.RESNETS.NORM": cfg.MODEL.RESNETS.NORM, "MODEL.FPN.NORM": cfg.MODEL.FPN.NORM,
+            "MODEL.ROI_BOX_HEAD.NORM": cfg.MODEL.ROI_BOX_HEAD.NORM, "MODEL.ROI_MASK_HEAD.NORM": cfg.MODEL.ROI_MASK_HEAD.NORM}
+    sync = [k for k, v in keys.items() if v in ("SyncBN", "nnSyncBN", "naiveSyncBN")]
+    if sync and comm.get_world_size() > 1 and not cfg.MODEL.DEVICE.startswith("cuda"):
+        raise ValueError(f"{', '.join(sync)} = SyncBN needs GPUs, but this job runs {comm.get_world_size()} processes "
+                         f"on {cfg.MODEL.DEVICE}: set them to GN (e.g. --overlay configs/overlays/CPU-rehearsal.yaml) "
+                         "or run one process")
+
+
 def setup_cfg(args):
     """Config from ``--config-file`` and ``opts`` with the ViLD keys; Detectron2's default setup;
     datasets named in ``DATASETS.VILD.REGISTER`` registered."""
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    register_from_config(cfg)
+    cfg = load_config(args.config_file, args.opts)
+    check_norms_fit_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")

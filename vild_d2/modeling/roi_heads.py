@@ -101,7 +101,8 @@ class ViLDROIHeads(StandardROIHeads):
             text_features, image_features = self.box_head(pooled[~is_cached]), self.image_box_head(pooled[is_cached])
         predictions = self.box_predictor(text_features)
         losses = self.box_predictor.losses(predictions, proposals)
-        target = torch.cat([r.clip_embeds for r in clip_regions])  # (sum M) x D
+        # float32 first: cat of fp16 cache embeddings fails under CPU bf16 autocast
+        target = torch.cat([r.clip_embeds.float() for r in clip_regions])  # (sum M) x D
         losses["loss_image"] = self.image_loss_weight * self.box_predictor.image_loss(image_features, target)
         return losses
 

@@ -24,6 +24,12 @@ MODES = ("text", "image", "vild", "ensemble")
 __all__ = ["ViLDOutputLayers", "MODES"]
 
 
+def _float32(t: torch.Tensor):
+    """Autocast off on ``t``'s device (CPU bf16, CUDA fp16): cosine logits at temperature 0.01,
+    softmax and the L1 loss need float32; callers also cast their inputs with ``.float()``."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
 class ViLDOutputLayers(FastRCNNOutputLayers):
     """Region embeddings in CLIP space instead of a linear classifier.
 
@@ -123,12 +129,13 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
     def embed(self, x: torch.Tensor, head: str = "text") -> torch.Tensor:
         """R x D L2-normalised region embeddings from box-head features (R x C...)."""
         layer = self.image_projection if head == "image" and self.image_projection is not None else self.projection
-        return F.normalize(layer(x.flatten(1)), dim=1)
+        return F.normalize(layer(x.flatten(1)).float(), dim=1)  # float32 under autocast too
 
     def text_logits(self, emb: torch.Tensor) -> torch.Tensor:
         """R x (K + 1) cosine logits against the vocabulary and the background embedding."""
         classifier = torch.cat([self.class_embeddings, F.normalize(self.bg_embedding, dim=0)[None]])
-        return emb @ classifier.t() / self.temperature
+        with _float32(emb):
+            return emb.float() @ classifier.t() / self.temperature
 
     def forward(self, x, image_x: Optional[torch.Tensor] = None):
         """``x``: R x C box-head features; ``image_x``: R x C features of the separate image box
@@ -140,19 +147,21 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         return self.class_probabilities(emb, image_x), deltas
 
     def class_probabilities(self, emb: torch.Tensor, image_x: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """R x (K + 1) inference scores of the mode; column K (background) is ignored downstream."""
-        if self.mode in ("text", "vild"):
-            return F.softmax(self.text_logits(emb), dim=1)
+        """R x (K + 1) inference scores of the mode, float32 also under autocast; column K
+        (background) is ignored downstream."""
         if self.mode == "ensemble" and image_x is None:
             raise ValueError("ViLD-ensemble inference needs the image box head's features (image_x)")
-        image_emb = emb if self.mode == "image" else self.embed(image_x, "image")
-        p_image = F.softmax(image_emb @ self.class_embeddings.t() / self.temperature, dim=1)  # R x K
-        if self.mode == "image":
-            return F.pad(p_image, (0, 1))
-        p_text = F.softmax(self.text_logits(emb), dim=1)
-        lam = torch.where(self.novel_mask, 1 - self.ensemble_weight, self.ensemble_weight)  # K
-        combined = p_text[:, :-1] ** lam * p_image ** (1 - lam)
-        return torch.cat([combined, p_text[:, -1:]], dim=1)
+        image_emb = self.embed(image_x, "image") if self.mode == "ensemble" else emb
+        with _float32(emb):
+            if self.mode in ("text", "vild"):
+                return F.softmax(self.text_logits(emb), dim=1)
+            p_image = F.softmax(image_emb.float() @ self.class_embeddings.t() / self.temperature, dim=1)  # R x K
+            if self.mode == "image":
+                return F.pad(p_image, (0, 1))
+            p_text = F.softmax(self.text_logits(emb), dim=1)
+            lam = torch.where(self.novel_mask, 1 - self.ensemble_weight, self.ensemble_weight)  # K
+            combined = p_text[:, :-1] ** lam * p_image ** (1 - lam)
+            return torch.cat([combined, p_text[:, -1:]], dim=1)
 
     def predict_probs(self, predictions, proposals):
         probs, _ = predictions
@@ -174,8 +183,9 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         """ViLD-image L1 loss: sum over D of |region embedding - CLIP embedding|, mean over R
         (both L2-normalised). ``x``: R x C box-head features of cached proposals."""
         emb = self.embed(x, "image")
-        target = F.normalize(clip_embeds.float(), dim=1)
-        return (emb - target).abs().sum(1).mean()
+        with _float32(emb):
+            target = F.normalize(clip_embeds.float(), dim=1)
+            return (emb - target).abs().sum(1).mean()
 
     def image_parameters(self) -> List[nn.Parameter]:
         """Parameters trained by ViLD-image (used to keep the graph alive with zero regions)."""

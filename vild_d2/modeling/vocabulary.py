@@ -32,7 +32,8 @@ def _load(cfg, key: str, datasets: Sequence[str], path: Optional[str] = None):
         if names is None:
             raise ValueError(f"MODEL.VILD.{key} is empty and {list(datasets)} names no registered dataset "
                              "with class names: set the key to a text classifier (tools/build_text_classifier.py)")
-        path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, datasets[0], cfg.MODEL.VILD.CLIP_MODEL)
+        path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, datasets[0], cfg.MODEL.VILD.CLIP_MODEL,
+                                      cfg.MODEL.VILD.PROMPT_TEMPLATES or None, device=cfg.MODEL.DEVICE)
     return load_text_classifier(path, expected_names=names, expected_clip=clip_identity(cfg.MODEL.VILD.CLIP_MODEL),
                                 config_key=f"MODEL.VILD.{key}")
 

@@ -3,14 +3,13 @@ import argparse
 import logging
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_vild_config
+from ..config import load_config
 from ..text_classifier import load_clip
 from .builder import RegionCacheSettings, build_region_cache
-from .proposals import DetectorProposalSource, ProposalFileSource
+from .proposals import ProposalFileSource, detector_proposal_source
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +39,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def build_from_args(args) -> None:
     setup_logger(name="vild_d2")
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)  # registers DATASETS.VILD.REGISTER, as train_net.py does
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
     out = args.output or cfg.MODEL.VILD.REGION_CACHE_DIR
     if not out:
@@ -54,15 +50,16 @@ def build_from_args(args) -> None:
     if args.proposals:
         source = ProposalFileSource(args.proposals)
     else:
-        det_cfg = get_cfg()
-        add_vild_config(det_cfg)
-        det_cfg.merge_from_file(args.detector_config or args.config_file)
-        det_cfg.MODEL.RPN.POST_NMS_TOPK_TEST = max(det_cfg.MODEL.RPN.POST_NMS_TOPK_TEST, cfg.MODEL.VILD.NUM_CACHED_PROPOSALS)
-        source = DetectorProposalSource(det_cfg, args.detector_weights, args.device)
+        det_cfg = load_config(args.detector_config or args.config_file)
+        source = detector_proposal_source(det_cfg, args.detector_weights, cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
+                                          args.device)
     model = load_clip(cfg.MODEL.VILD.CLIP_MODEL, args.device)
     settings = RegionCacheSettings(num_proposals=cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
                                    scales=tuple(cfg.MODEL.VILD.CROP_SCALES), combine=args.combine,
                                    shard_size=args.shard_size, batch_size=args.batch_size)
+    if dataset not in DatasetCatalog.list():
+        raise KeyError(f"dataset {dataset!r} is not registered: list it in the config's DATASETS.VILD.REGISTER "
+                       "or use a built-in name (datasets/README.md)")
     build_region_cache(out, DatasetCatalog.get(dataset), source, model, cfg.MODEL.VILD.CLIP_MODEL, settings,
                        dataset_name=dataset, num_workers=args.num_workers)
     logger.info("region cache ready: %s", out)

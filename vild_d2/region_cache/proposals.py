@@ -3,6 +3,7 @@
 A source is called with a dataset record and its decoded image (H x W x 3 uint8 RGB) and
 returns (boxes R x 4 XYXY_ABS in original image coordinates, objectness R), float32 numpy.
 """
+import os
 import pickle
 from typing import Tuple
 
@@ -13,7 +14,7 @@ from torchvision.ops import nms
 
 from ..visualize import convert_rgb
 
-__all__ = ["select_proposals", "ProposalFileSource", "DetectorProposalSource"]
+__all__ = ["select_proposals", "ProposalFileSource", "DetectorProposalSource", "detector_proposal_source"]
 
 
 def select_proposals(boxes: np.ndarray, scores: np.ndarray, num: int, nms_thresh: float = 0.7,
@@ -82,3 +83,15 @@ class DetectorProposalSource:
         scale = torch.tensor([w / resized.shape[1], h / resized.shape[0]] * 2)
         boxes = (p.proposal_boxes.tensor.cpu() * scale).numpy()  # back to original image coordinates
         return boxes, p.objectness_logits.cpu().numpy()
+
+
+def detector_proposal_source(cfg, weights: str, num_proposals: int, device: str = "cpu") -> DetectorProposalSource:
+    """The proposals of a trained detector / RPN config, at least ``num_proposals`` per image kept
+    after its NMS (``MODEL.RPN.POST_NMS_TOPK_TEST`` raised when lower)."""
+    if not weights or not os.path.isfile(weights):
+        raise FileNotFoundError(f"proposal network weights {weights!r} not found: train it first "
+                                "(train_net.py with its config), or pass the file that holds them")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = max(cfg.MODEL.RPN.POST_NMS_TOPK_TEST, num_proposals)
+    return DetectorProposalSource(cfg, weights, device)

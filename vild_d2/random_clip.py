@@ -1,0 +1,104 @@
+"""Random-weight CLIP checkpoints of the real architectures, for rehearsals only.
+
+``save_random_clip`` writes a state_dict that the unmodified ``clip.load(path, jit=False)``
+rebuilds as e.g. a ViT-B/32 CLIP, so the LVIS recipe (text classifiers, region cache, ViLD
+training) runs on CPU with every tensor at its real size. The weights are random
+(``torch.manual_seed(seed)`` then CLIP's own initialisation): this is NOT a real CLIP, and
+nothing it names or scores means anything.
+"""
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Dict
+
+import clip
+import torch
+from clip.model import CLIP
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CLIP_ARCHS", "save_random_clip"]
+
+# Constructor arguments of clip.model.CLIP, as clip.model.build_model infers them back from a
+# state_dict (it sets text heads = transformer_width // 64 and ViT heads = vision_width // 64).
+_TEXT = dict(context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
+CLIP_ARCHS: Dict[str, dict] = {
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+                     **_TEXT),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+                     **_TEXT),
+    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=None, **_TEXT),
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_loads(path: Path, arch: str, num_params: int) -> None:
+    """Raise unless ``clip.load`` rebuilds ``arch`` from ``path``."""
+    model, _ = clip.load(str(path), device="cpu", jit=False)
+    a = CLIP_ARCHS[arch]
+    got = (model.text_projection.shape[1], model.visual.input_resolution, model.context_length,
+           sum(p.numel() for p in model.parameters()))
+    want = (a["embed_dim"], a["image_resolution"], a["context_length"], num_params)
+    if got != want:
+        raise RuntimeError(f"clip.load rebuilt {path} as (embed dim, resolution, context length, parameters) "
+                           f"{got}, not {arch}'s {want}: CLIP_ARCHS[{arch!r}] disagrees with clip.model.build_model")
+
+
+def save_random_clip(path, arch: str = "ViT-B/32", seed: int = 0) -> Path:
+    """Save a random-weight CLIP of architecture ``arch`` (a key of ``CLIP_ARCHS``) to ``path``.
+
+    The state_dict is stored in float16 (``clip.load`` converts to fp16 and back anyway) under a
+    temporary name, checked with ``clip.load`` and renamed; the sidecar ``path.with_suffix(".json")``
+    records {"arch", "seed", "sha256"}. An existing file matching its sidecar is kept. The same
+    arch and seed give byte-identical files (under one torch version), wherever they are written.
+    """
+    if arch not in CLIP_ARCHS:
+        raise ValueError(f"unknown CLIP architecture {arch!r}; choose one of {sorted(CLIP_ARCHS)}")
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if sidecar == path:
+        raise ValueError(f"{path}: name the checkpoint with a suffix other than .json (e.g. .pt)")
+    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    if path.exists():
+        if meta is None:
+            raise FileExistsError(f"{path} exists without a {sidecar.name} sidecar, so save_random_clip did not "
+                                  "write it (a real CLIP?); refusing to overwrite it: choose another path")
+        if (meta.get("arch"), meta.get("seed")) != (arch, seed):
+            raise FileExistsError(f"{path} holds a random CLIP with arch={meta.get('arch')!r}, "
+                                  f"seed={meta.get('seed')}, not arch={arch!r}, seed={seed}: delete it and "
+                                  f"{sidecar.name}, or choose another path")
+        if _sha256(path) == meta.get("sha256"):
+            logger.info("random %s CLIP already in %s, keeping it", arch, path)
+            return path
+        logger.warning("%s does not match the sha256 in %s; writing it again", path, sidecar.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)  # CLIP's constructor runs its own initialize_parameters
+    model = CLIP(**CLIP_ARCHS[arch])
+    num_params = sum(p.numel() for p in model.parameters())
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    del model
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:  # a file object: the archive's inner folder is not named after tmp
+            torch.save(state, f)
+        del state
+        _check_loads(tmp, arch, num_params)
+        side_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
+        side_tmp.write_text(json.dumps({"arch": arch, "seed": seed, "sha256": _sha256(tmp)}, indent=1))
+        os.replace(side_tmp, sidecar)  # the sidecar first: a file without one is never ours
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    logger.info("wrote a random %s CLIP (%d parameters, seed %d) to %s", arch, num_params, seed, path)
+    return path

@@ -1,0 +1,234 @@
+"""The ViLD recipe on any registered dataset, as one resumable command:
+
+text classifiers (training and test vocabularies) -> class-agnostic proposal network trained on
+the base classes -> offline CLIP region cache of its proposals -> ViLD training + evaluation ->
+proposal recall on novel versus base objects.
+
+Stages are declared as data (:class:`Stage`: name, artifact, run). Each writes one artifact into a
+folder keyed by a hash of everything it depends on, so a rerun skips finished stages, a changed
+setting redoes only what depends on it, and a killed training resumes from its last checkpoint.
+The whole recipe runs in Detectron2's ``launch``: one process, ``--num-gpus N`` processes (gloo
+on CPUs), or several machines (``--num-machines``, ``--machine-rank``, ``--dist-url``).
+
+    python tools/run_recipe.py --config-file configs/LVIS-OV/vild_ensemble_R50_FPN.yaml \\
+        --proposal-config configs/LVIS-OV/rpn_R50_FPN.yaml --output output/lvis --num-gpus 8
+"""
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import launch
+from detectron2.structures import Boxes, pairwise_iou
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .config import check_same_backbone, load_config
+from .data.records import annotation_boxes
+from .engine import ViLDTrainer
+from .region_cache import RegionCacheSettings, build_region_cache, detector_proposal_source
+from .text_classifier import cached_text_classifier, load_clip, text_classifier_path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RecipeSettings", "Stage", "Recipe", "run_recipe", "cache_key"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeSettings:
+    vild_config: str
+    proposal_config: str
+    opts: Tuple[str, ...] = ()  # ViLD config overrides, KEY VALUE ...
+    proposal_opts: Tuple[str, ...] = ()  # proposal network config overrides
+    # YAML files merged into both configs after their own (e.g. configs/overlays/CPU-rehearsal.yaml)
+    overlays: Tuple[str, ...] = ()
+    proposal_weights: str = ""  # a trained proposal network: its training stage is skipped
+    # Start ViLD from the proposal network's weights when the ViLD config names no MODEL.WEIGHTS
+    # (no pretrained backbone, as in the toy world or a CPU rehearsal).
+    init_from_proposals: bool = True
+    cache_shard_size: int = 256  # images per region-cache shard
+    recall_top_k: int = 300  # proposals counted by the recall stage (0 skips the stage)
+    data_key: Tuple = ()  # extra cache-key parts describing the data (the toy world's settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    artifact: Path  # the stage is done when this file exists
+    run: Callable[[], object]
+
+
+def cache_key(*parts) -> str:
+    """A short stable hash of JSON-able parts (folder names of cached stages)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _dataset_fingerprint(name: str) -> List:
+    """What a stage trained on ``name`` depends on: its json file's path, size and mtime."""
+    json_file = MetadataCatalog.get(name).get("json_file") if name in MetadataCatalog.list() else None
+    if json_file and os.path.isfile(json_file):
+        st = os.stat(json_file)
+        return [name, os.path.abspath(json_file), st.st_size, int(st.st_mtime)]
+    return [name]
+
+
+class Recipe:
+    """Plans (configs, folders) in any process; runs the stages inside ``launch``."""
+
+    def __init__(self, out, settings: RecipeSettings):
+        self.out, self.s = Path(out), settings
+        self.vild_cfg = load_config(settings.vild_config, settings.opts, settings.overlays)
+        self.proposal_cfg = load_config(settings.proposal_config, settings.proposal_opts, settings.overlays)
+        v = self.vild_cfg.MODEL.VILD
+        if not self.vild_cfg.DATASETS.TRAIN:
+            raise ValueError(f"{settings.vild_config}: DATASETS.TRAIN is empty")
+        self.train_set = self.vild_cfg.DATASETS.TRAIN[0]
+        self.test_set = self.vild_cfg.DATASETS.TEST[0] if self.vild_cfg.DATASETS.TEST else ""
+        text_dir = self.out / "text_classifiers"
+        self.classifiers = {key: (dataset, Path(getattr(v, key)) if getattr(v, key) else
+                                  text_classifier_path(text_dir, dataset, v.CLIP_MODEL, v.PROMPT_TEMPLATES or None))
+                            for key, dataset in (("TEXT_EMBEDDINGS", self.train_set), ("TEST_TEXT_EMBEDDINGS", self.test_set))
+                            if dataset or getattr(v, key)}
+        self.vild_cfg.merge_from_list([x for k, (_, p) in self.classifiers.items() for x in (f"MODEL.VILD.{k}", str(p))])
+
+        p = self.proposal_cfg
+        if p.MODEL.META_ARCHITECTURE != "ProposalNetwork":  # a detector with ViLD heads needs the vocabulary
+            p.merge_from_list(["MODEL.VILD.CLIP_MODEL", v.CLIP_MODEL, "MODEL.VILD.TEXT_EMBEDDINGS", str(v.TEXT_EMBEDDINGS)])
+        data = settings.data_key or _dataset_fingerprint(p.DATASETS.TRAIN[0] if p.DATASETS.TRAIN else "")
+        self.rpn_dir = self.out / f"rpn_{cache_key(p.dump(), data, settings.proposal_weights)}"
+        p.OUTPUT_DIR = str(self.rpn_dir)
+        self.rpn_weights = settings.proposal_weights or str(self.rpn_dir / "model_final.pth")
+
+        self.cache_settings = RegionCacheSettings(num_proposals=v.NUM_CACHED_PROPOSALS, scales=tuple(v.CROP_SCALES),
+                                                  shard_size=settings.cache_shard_size)
+        self.cache_dir: Optional[Path] = None
+        if v.MODE != "text" and not v.REGION_CACHE_DIR:
+            data = settings.data_key or _dataset_fingerprint(self.train_set)
+            self.cache_dir = self.out / ("region_cache_" + cache_key(
+                self.rpn_dir.name, self.rpn_weights, v.CLIP_MODEL, dataclasses.asdict(self.cache_settings), data))
+            self.vild_cfg.MODEL.VILD.REGION_CACHE_DIR = str(self.cache_dir)
+        if settings.init_from_proposals and not self.vild_cfg.MODEL.WEIGHTS:
+            check_same_backbone(p, self.vild_cfg)
+            self.vild_cfg.MODEL.WEIGHTS = self.rpn_weights
+        self.vild_dir = self.out / f"vild_{cache_key(self.vild_cfg.dump())}"
+        self.vild_cfg.OUTPUT_DIR = str(self.vild_dir)
+        self.recall_file = self.rpn_dir / f"recall_{self.test_set}.json"
+
+    def stages(self) -> List[Stage]:
+        first = next(iter(self.classifiers.values()), ("", self.out))[1]
+        stages = [Stage("text classifiers", first, self.build_classifiers)]
+        if not self.s.proposal_weights:
+            stages.append(Stage("proposal network (base classes)", Path(self.rpn_weights),
+                                lambda: self.train(self.proposal_cfg)))
+        if self.cache_dir is not None:
+            stages.append(Stage("region cache", self.cache_dir / "manifest.json", self.build_cache))
+        final = "eval_results.json" if self.test_set else "model_final.pth"
+        stages.append(Stage("ViLD training + evaluation", self.vild_dir / final, lambda: self.train(self.vild_cfg)))
+        if self.s.recall_top_k and self.test_set:
+            stages.append(Stage("proposal recall", self.recall_file, self.recall))
+        return stages
+
+    def run(self) -> Dict[str, Tuple[float, str]]:
+        """Run the stages not yet done (every process of the job); stage timings (rank 0 writes
+        them to ``<out>/timings.json``)."""
+        timings = {}
+        for stage in self.stages():
+            t0 = time.perf_counter()
+            done = stage.artifact.is_file()
+            logger.info("stage %s: %s", stage.name, "cached, skipped" if done else "running")
+            if not done:
+                stage.run()
+            comm.synchronize()
+            timings[stage.name] = (time.perf_counter() - t0, "cached" if done else "ran")
+        if comm.is_main_process():
+            _write_json(self.out / "timings.json", timings)
+        return timings
+
+    def build_classifiers(self) -> None:
+        v = self.vild_cfg.MODEL.VILD
+        if comm.is_main_process():
+            for key, (dataset, path) in self.classifiers.items():
+                if not path.is_file():
+                    cached_text_classifier(path.parent, dataset, v.CLIP_MODEL, v.PROMPT_TEMPLATES or None,
+                                           device=self.vild_cfg.MODEL.DEVICE)
+
+    @staticmethod
+    def train(cfg) -> None:
+        cfg = cfg.clone()
+        cfg.freeze()
+        if comm.is_main_process():  # the full config, for train_net.py --eval-only and reruns by hand
+            Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.OUTPUT_DIR) / "config.yaml").write_text(cfg.dump())
+        trainer = ViLDTrainer(cfg)
+        trainer.resume_or_load(resume=True)  # a killed stage resumes from its last checkpoint
+        trainer.train()
+
+    def build_cache(self) -> None:
+        device = self.vild_cfg.MODEL.DEVICE
+        source = detector_proposal_source(self.proposal_cfg, self.rpn_weights, self.cache_settings.num_proposals, device)
+        clip_spec = self.vild_cfg.MODEL.VILD.CLIP_MODEL
+        build_region_cache(self.cache_dir, DatasetCatalog.get(self.train_set), source, load_clip(clip_spec, device),
+                           clip_spec, self.cache_settings, dataset_name=self.train_set,
+                           num_workers=self.vild_cfg.DATALOADER.NUM_WORKERS)
+
+    def recall(self, iou: float = 0.5) -> None:
+        """AR@top_k at IoU 0.5 of the proposal network on the test set's objects, novel vs base."""
+        if not comm.is_main_process():
+            return
+        source = detector_proposal_source(self.proposal_cfg, self.rpn_weights, self.s.recall_top_k,
+                                          self.vild_cfg.MODEL.DEVICE)
+        novel = set(MetadataCatalog.get(self.test_set).get("novel_class_ids", []))
+        hits = {"novel": [], "base": []}
+        for r in DatasetCatalog.get(self.test_set):
+            boxes, _ = source(r, read_image(r["file_name"], format="RGB"))
+            gt = annotation_boxes(r)
+            best = pairwise_iou(gt, Boxes(torch.from_numpy(boxes[: self.s.recall_top_k]))).max(1).values \
+                if len(boxes) else torch.zeros(len(gt))
+            for a, b in zip(r["annotations"], best.tolist()):
+                hits["novel" if a["category_id"] in novel else "base"].append(b >= iou)
+        recall = {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
+        recall.update(objects={k: len(v) for k, v in hits.items()}, top_k=self.s.recall_top_k, iou=iou)
+        _write_json(self.recall_file, recall)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _worker(out: str, settings: RecipeSettings, threads: int) -> None:
+    if comm.get_world_size() > 1:  # a spawned process: its own threads and logs (rank 0 prints)
+        torch.set_num_threads(threads)
+        setup_logger(name="vild_d2", distributed_rank=comm.get_rank())
+        setup_logger(name="detectron2", distributed_rank=comm.get_rank())
+    Recipe(out, settings).run()
+
+
+def run_recipe(out, settings: RecipeSettings, num_gpus: int = 1, num_machines: int = 1, machine_rank: int = 0,
+               dist_url: str = "auto") -> Recipe:
+    """Run every stage in ``num_gpus`` processes per machine (on CPUs each takes an equal share of
+    the cores); return the plan, whose folders then hold every artifact."""
+    plan = Recipe(out, settings)  # fails here, before any process starts, on a bad config
+    plan.out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads() if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // num_gpus)
+    launch(_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url,
+           args=(str(out), settings, threads))
+    return plan
+
+
+def summary(plan: Recipe) -> Dict:
+    """The recipe's results as written by its stages: evaluation, recall, stage timings."""
+    def read(path: Path):
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    return {"results": read(plan.vild_dir / "eval_results.json"), "recall": read(plan.recall_file),
+            "timings": read(plan.out / "timings.json"), "vild_dir": str(plan.vild_dir)}
