@@ -92,3 +92,22 @@ def test_ensemble_geometric_mean_under_autocast_equals_float32():
     torch.testing.assert_close(mixed, full, rtol=1e-5, atol=1e-7)
     p_text = F.softmax(emb.float() @ text.t() / p.temperature, dim=1)
     assert (naive.float() - p_text).abs().max() > 1e-3
+
+
+def test_trainer_runs_amp_on_cpu(toy_env, toy_cfg):
+    from vild_d2.engine import ViLDTrainer
+
+    toy_cfg.merge_from_list(["SOLVER.AMP.ENABLED", True, "MODEL.VILD.MODE", "text", "SOLVER.MAX_ITER", 2,
+                             "SOLVER.IMS_PER_BATCH", 1, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", (),
+                             "DATALOADER.NUM_WORKERS", 0, "DATASETS.TRAIN", ("tiny_toy_train_base",),
+                             "DATASETS.TEST", (), "INPUT.MIN_SIZE_TRAIN", (H,), "INPUT.MAX_SIZE_TRAIN", 80,
+                             "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50,
+                             "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16])
+    trainer = ViLDTrainer(toy_cfg)
+    trainer.resume_or_load(resume=False)
+    before = trainer.model.roi_heads.box_predictor.projection.weight.detach().clone()
+    trainer.train()
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(before, trainer.model.roi_heads.box_predictor.projection.weight)
+    assert type(trainer._trainer).__name__ == "CPUAutocastTrainer"

@@ -110,7 +110,8 @@ class Recipe:
         self.cache_settings = RegionCacheSettings(num_proposals=v.NUM_CACHED_PROPOSALS, scales=tuple(v.CROP_SCALES),
                                                   shard_size=settings.cache_shard_size)
         self.cache_dir: Optional[Path] = None
-        if v.MODE != "text" and not v.REGION_CACHE_DIR:
+        # A finished cache named by the config is used as it is; otherwise the recipe builds its own.
+        if v.MODE != "text" and not (v.REGION_CACHE_DIR and (Path(v.REGION_CACHE_DIR) / "manifest.json").is_file()):
             data = settings.data_key or _dataset_fingerprint(self.train_set)
             self.cache_dir = self.out / ("region_cache_" + cache_key(
                 self.rpn_dir.name, self.rpn_weights, v.CLIP_MODEL, dataclasses.asdict(self.cache_settings), data))

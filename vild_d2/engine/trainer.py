@@ -10,7 +10,7 @@ import detectron2.engine.defaults as d2_defaults
 import torch
 from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
                              get_detection_dataset_dicts)
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import DefaultTrainer, SimpleTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -45,10 +45,34 @@ def _cpu_ddp():
         d2_defaults.create_ddp_model = original
 
 
+class CPUAutocastTrainer(SimpleTrainer):
+    """``SOLVER.AMP.ENABLED`` on CPU: each step under bfloat16 autocast. Detectron2's AMPTrainer
+    asserts CUDA; bfloat16 keeps float32's exponent range, so no gradient scaling is needed."""
+
+    def __init__(self, model, data_loader, optimizer, **kwargs):
+        super().__init__(model, data_loader, optimizer)
+
+    def run_step(self):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            super().run_step()
+
+
+@contextlib.contextmanager
+def _cpu_amp(cfg):
+    """DefaultTrainer builds Detectron2's CUDA-only AMPTrainer for SOLVER.AMP.ENABLED; on CPU, ours."""
+    original = d2_defaults.AMPTrainer
+    if not cfg.MODEL.DEVICE.startswith("cuda"):
+        d2_defaults.AMPTrainer = CPUAutocastTrainer
+    try:
+        yield
+    finally:
+        d2_defaults.AMPTrainer = original
+
+
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
         check_norms_fit_device(cfg)
-        with _cpu_ddp():
+        with _cpu_ddp(), _cpu_amp(cfg):
             super().__init__(cfg)
 
     @classmethod

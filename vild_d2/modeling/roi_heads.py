@@ -101,7 +101,7 @@ class ViLDROIHeads(StandardROIHeads):
             text_features, image_features = self.box_head(pooled[~is_cached]), self.image_box_head(pooled[is_cached])
         predictions = self.box_predictor(text_features)
         losses = self.box_predictor.losses(predictions, proposals)
-        # float32 first: cat of fp16 cache embeddings fails under CPU bf16 autocast
+        # float32 first: under bf16 autocast, cat rejects the fp16 cache embeddings
         target = torch.cat([r.clip_embeds.float() for r in clip_regions])  # (sum M) x D
         losses["loss_image"] = self.image_loss_weight * self.box_predictor.image_loss(image_features, target)
         return losses
