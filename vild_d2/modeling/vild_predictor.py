@@ -75,7 +75,10 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         self.loss_weight["loss_cls"] = text_loss_weight
         self.projection = nn.Linear(input_size, dim)
         self.image_projection = nn.Linear(input_size, dim) if mode == "ensemble" else None
-        self.bg_embedding = nn.Parameter(F.normalize(torch.randn(dim), dim=0))
+        # Starts at the training vocabulary's mean direction, so that at initialisation every
+        # class and background score about 1 / (K + 1), as Detectron2's linear classifier does; a
+        # random direction puts the background logit up to |cos gap| / temperature away from them.
+        self.bg_embedding = nn.Parameter(F.normalize(F.normalize(train_embeddings.float(), dim=1).mean(0), dim=0))
         self.register_buffer("train_embeddings", F.normalize(train_embeddings.float(), dim=1), persistent=False)
         self.register_buffer("test_embeddings", torch.empty(0, dim), persistent=False)
         self.register_buffer("novel_mask", torch.empty(0, dtype=torch.bool), persistent=False)
