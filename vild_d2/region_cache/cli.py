@@ -41,6 +41,9 @@ def build_from_args(args) -> None:
     setup_logger(name="vild_d2")
     cfg = load_config(args.config_file, args.opts)  # registers DATASETS.VILD.REGISTER, as train_net.py does
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
+    if dataset not in DatasetCatalog.list():
+        raise KeyError(f"dataset {dataset!r} is not registered: list it in the config's DATASETS.VILD.REGISTER "
+                       "or use a built-in name (datasets/README.md)")
     out = args.output or cfg.MODEL.VILD.REGION_CACHE_DIR
     if not out:
         raise ValueError("no output folder: pass --output or set MODEL.VILD.REGION_CACHE_DIR")
@@ -57,9 +60,6 @@ def build_from_args(args) -> None:
     settings = RegionCacheSettings(num_proposals=cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
                                    scales=tuple(cfg.MODEL.VILD.CROP_SCALES), combine=args.combine,
                                    shard_size=args.shard_size, batch_size=args.batch_size)
-    if dataset not in DatasetCatalog.list():
-        raise KeyError(f"dataset {dataset!r} is not registered: list it in the config's DATASETS.VILD.REGISTER "
-                       "or use a built-in name (datasets/README.md)")
     build_region_cache(out, DatasetCatalog.get(dataset), source, model, cfg.MODEL.VILD.CLIP_MODEL, settings,
                        dataset_name=dataset, num_workers=args.num_workers)
     logger.info("region cache ready: %s", out)

@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Costs of the ViLD recipe on LVIS v1 at real model sizes (R50-FPN at 1024 px, ViT-B/32 CLIP, M = 300,
+300 detections over 1203 classes), measured on the stand-in mini-LVIS with random weights, as unit
+costs and ratios, and projected to full LVIS v1. Each part runs in its own process (peak RSS each):
+
+  prep   mini-LVIS, random ViT-B/32 CLIP, random text classifiers, random R50-FPN proposal network
+  cache  region cache: s/image, proposal network vs crop + CLIP encoder, bytes/image
+  text   text classifiers (default templates, all synonyms): ms/text, exact text counts, projection
+  train  training step (fwd + bwd + SGD) of each ViLD mode vs class-agnostic Mask R-CNN; ROI heads alone
+  infer  inference/image, 1203 classes, vs Mask R-CNN with a 1203-way linear classifier; stage split
+  eval   LVISEvaluator (bbox + segm), 300 synthetic detections/image, s per 100 images
+
+    python benchmarks/bench_lvis_recipe.py [--parts cache train ...] [--repeats 3] [--images 4]
+    python benchmarks/bench_lvis_recipe.py --device cuda --amp      # the same on a GPU (fp16 autocast)
+
+Variants are interleaved (A B C D E, A B C D E, ...) after one warm-up round, on the same data; the
+tables give min and median and the ratios to the baseline (of medians, of mins, median of per-round).
+Results: benchmarks/results/lvis_recipe_<device>.json (parts not rerun are kept from the last run).
+"""
+import argparse
+import datetime
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("prep", "cache", "text", "train", "infer", "eval")
+LVIS_TRAIN, LVIS_VAL = 100_170, 19_809
+SCHEDULES = {"paper: 180k it. x 16 img": 180_000 * 16, "1x: 90k it. x 16 img": 90_000 * 16}
+
+
+def make_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="output/bench_lvis", help="mini-LVIS, random CLIP, cache (reused)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="prep always runs first")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true", help="autocast: fp16 on CUDA, bf16 on CPU")
+    p.add_argument("--images", type=int, default=4, help="training images of the region cache")
+    p.add_argument("--batch", type=int, default=1, help="images per training step")
+    p.add_argument("--infer-images", type=int, default=1, help="validation images per inference round")
+    p.add_argument("--text-classes", type=int, default=40, help="classes of the timed text-classifier sample")
+    p.add_argument("--eval-images", type=int, default=100)
+    p.add_argument("--eval-repeats", type=int, default=2)
+    p.add_argument("--out", default="", help="JSON (default benchmarks/results/lvis_recipe_<device>.json)")
+    p.add_argument("--opts", nargs="*", default=[], help="overrides of every model config: KEY VALUE ...")
+    p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # child process
+    return p
+
+
+def part_file(args, part) -> Path:
+    return Path(args.work) / "parts" / f"{part}_{args.device.replace(':', '')}.json"
+
+
+def child(args):
+    """Run one part here (``$DETECTRON2_DATASETS`` already set by the parent) and write its JSON."""
+    import torch
+
+    import lvis_recipe_parts as parts  # imports detectron2 and vild_d2: after the environment is set
+
+    result = parts.PARTS[args.part](parts.Ctx(args))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device.startswith("cuda"):
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    part_file(args, args.part).parent.mkdir(parents=True, exist_ok=True)
+    part_file(args, args.part).write_text(json.dumps(result, indent=1))
+
+
+def run_part(args, part):
+    work = Path(args.work).resolve()
+    env = dict(os.environ, DETECTRON2_DATASETS=str(work / ("eval_world" if part == "eval" else "world")))
+    cmd = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--work", str(work), "--part", part]
+    print(f"\n=== part {part} ===", flush=True)
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True)
+    result = json.loads(part_file(args, part).read_text())
+    result.update(wall_s=time.perf_counter() - t, children_maxrss_mb=resource.getrusage(
+        resource.RUSAGE_CHILDREN).ru_maxrss / 1024, command=shlex.join(["python", *map(str, sys.argv)]),
+        finished=datetime.datetime.now().isoformat(timespec="seconds"))
+    return result
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def hours(s):
+    return f"{s / 3600:,.0f} h" if s >= 36_000 else f"{s / 3600:,.1f} h"
+
+
+def report(res, device):
+    """Markdown tables of every part present in ``res``."""
+    out, tag = [], f"{device.upper()}-only" if device == "cpu" else device
+    if "cache" in res:
+        c = res["cache"]
+        out.append(f"### Region cache (M = 300 x 2 scales, ViT-B/32, random R50-FPN RPN at 1024; {c['images']} "
+                   f"images, {c['threads']} threads; {tag})\n\n" + table(["figure", "value", "goal"], [
+                       ["regions / crops per image", f"{c['regions_per_image']:.0f} / {c['crops_per_image']:.0f}", ""],
+                       ["wall s / image", f"{c['s_per_image']:.2f}", ""],
+                       ["proposal network s / image", f"{c['proposal_net_s_per_image']:.2f}", ""],
+                       ["crop + encode s / image (encoder alone)",
+                        f"{c['crop_encode_s_per_image']:.2f} ({c['encoder_s_per_image']:.2f})", ""],
+                       ["crop + encode share of wall", f"{100 * c['share_crop_encode_of_wall']:.1f} %", ">= 85 %"],
+                       ["crop + encode share, proposal network excluded",
+                        f"{100 * c['share_crop_encode_without_proposal_net']:.1f} %", ""],
+                       ["KB / image on disk (arrays only)",
+                        f"{c['bytes_per_image'] / 1000:.1f} ({c['array_bytes_per_image'] / 1000:.1f})", "<= 320 KB"]]))
+    for part, key, title in (("train", "step", "Training step (forward + backward + SGD step)"),
+                             ("train", "roi_heads", "ROI heads alone (forward + backward, fixed features/proposals)"),
+                             ("infer", "per_image", "Inference per image (1203 classes, 300 detections, thresh 1e-4)")):
+        if part in res:
+            r, goal = res[part][key], {"step": 1.15, "per_image": 1.10}.get(key)
+            sub = (f"batch {res[part]['batch']} x LSJ 1024" if part == "train" else
+                   f"input {res[part]['input_size']}, {res[part]['images_per_round']} image(s) per round")
+            out.append(f"### {title}; {sub}; {tag}\n\n" + table(
+                ["variant", "min s", "median s", "ratio of medians", "ratio of mins", "median per-round ratio"] +
+                (["goal"] if goal else []),
+                [[v, f"{s['min_s']:.2f}", f"{s['median_s']:.2f}", f"{s['ratio_median']:.3f}", f"{s['ratio_min']:.3f}",
+                  f"{s['paired_ratio_median']:.3f}"] + ([f"<= {goal}" if v != "mask_rcnn" else ""] if goal else [])
+                 for v, s in r.items()]))
+    if "infer" in res:
+        sp = res["infer"]["split"]
+        stages = list(dict.fromkeys(k for v in sp.values() for k in v["stages_s"]))
+        out.append(f"### Inference time split, one image ({tag})\n\n" + table(
+            ["stage", *[f"{v} s" for v in sp]], [[k, *[f"{v['stages_s'].get(k, 0):.2f}" for v in sp.values()]]
+                                                 for k in stages] +
+            [["total", *[f"{v['total_s']:.2f}" for v in sp.values()]],
+             ["candidates into NMS", *[f"{sum(v['candidates_into_nms']):,}" for v in sp.values()]]]))
+        for v, rows in res["infer"]["profile"].items():
+            out.append(f"cProfile, {v}, top self time: " + "; ".join(
+                f"{r['function']} {r['tottime_s']:.2f} s" for r in rows[:6]))
+    if "text" in res:
+        t = res["text"]
+        out.append(f"### Text classifiers ({t['templates']} default templates, all synonyms; {tag})\n\n" + table(
+            ["vocabulary", "texts (exact)", "ms / text (sample median)", "PROJECTED s"],
+            [[k, f"{n:,}", f"{t['ms_per_text_median']:.2f}", f"{t['projected_s'][k]:.0f}"]
+             for k, n in t["texts"].items()]) + f"\n\nsample: {t['sample_classes']} classes, {t['sample_texts']} texts, "
+            f"{t['sample']['min_s']:.1f} / {t['sample']['median_s']:.1f} s (min / median)")
+    if "eval" in res:
+        e = res["eval"]
+        out.append(f"### LVIS evaluation ({e['images']} images x 300 detections, bbox + segm; {tag})\n\n" + table(
+            ["figure", "min s", "median s"], [[k, f"{e[k]['min_s']:.1f}", f"{e[k]['median_s']:.1f}"]
+                                              for k in ("process", "evaluate", "s_per_100_images")]))
+    out.append("### Wall time and peak RSS per part (each its own process)\n\n" + table(
+        ["part", "wall s", "peak RSS MB"], [[p, f"{r['wall_s']:.0f}", f"{r['peak_rss_mb']:,.0f}"] for p, r in res.items()]))
+    out.append(projection(res, tag))
+    return "\n\n".join(out)
+
+
+def projection(res, tag):
+    rows = []
+    if "cache" in res:
+        c = res["cache"]
+        rows += [["region cache build", f"{c['s_per_image']:.2f} s/img x {LVIS_TRAIN:,}",
+                  hours(c["s_per_image"] * LVIS_TRAIN), "yes (proposal net + encoder)"],
+                 ["region cache disk", f"{c['bytes_per_image'] / 1000:.0f} KB x {LVIS_TRAIN:,}",
+                  f"{c['bytes_per_image'] * LVIS_TRAIN / 1e9:.1f} GB", "no (size)"]]
+    if "train" in res:
+        t = res["train"]
+        for v in ("mask_rcnn", "ensemble"):
+            per_img = t["step"][v]["median_s"] / t["batch"]
+            rows += [[f"training, {v}, {k}", f"{per_img:.1f} s/img x {n:,}", hours(per_img * n), "yes"]
+                     for k, n in SCHEDULES.items()]
+    if "infer" in res:
+        for v in ("mask_rcnn", "ensemble"):
+            s = res["infer"]["per_image"][v]["median_s"]
+            rows.append([f"inference, {v}", f"{s:.1f} s/img x {LVIS_VAL:,}", hours(s * LVIS_VAL), "yes"])
+    if "eval" in res:
+        s = res["eval"]["s_per_100_images"]["median_s"]
+        rows.append(["LVIS evaluation (bbox + segm)", f"{s:.0f} s/100 img x {LVIS_VAL / 100:.0f}",
+                     hours(s * LVIS_VAL / 100), "no (CPU-bound in any case)"])
+    if "text" in res:
+        rows += [[f"text classifier {k} (PROJECTED)", f"{n:,} texts", f"{res['text']['projected_s'][k]:.0f} s", "yes"]
+                 for k, n in res["text"]["texts"].items()]
+    return (f"### Projection to full LVIS v1 ({LVIS_TRAIN:,} train / {LVIS_VAL:,} val images); every figure "
+            f"{tag}, single process on this machine\n\n" + table(["stage", "unit cost x count", "total",
+                                                                  "must be measured on a GPU"], rows))
+
+
+def main():
+    args = make_parser().parse_args()
+    if args.part:
+        return child(args)
+    out = Path(args.out or f"benchmarks/results/lvis_recipe_{args.device.replace(':', '')}.json")
+    previous = json.loads(out.read_text()).get("parts", {}) if out.is_file() else {}
+    res = {p: r for p, r in previous.items() if p not in args.parts and p != "prep"}
+    t0 = time.perf_counter()
+    for part in ["prep", *[p for p in PARTS if p in args.parts and p != "prep"]]:
+        res[part] = run_part(args, part)
+    res = {p: res[p] for p in PARTS if p in res}
+    text = report(res, args.device)
+    print(f"\n{text}\n\ntotal wall {time.perf_counter() - t0:.0f} s")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": args.device, "amp": args.amp, "parts": res, "markdown": text}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
