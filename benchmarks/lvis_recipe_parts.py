@@ -2,6 +2,7 @@
 ``$DETECTRON2_DATASETS`` set before this module is imported, and returns a JSON-able dict."""
 import contextlib
 import cProfile
+import json
 import pstats
 import shutil
 import statistics
@@ -173,7 +174,7 @@ def part_text(ctx: Ctx):
     sample = synonyms[::len(synonyms) // ctx.args.text_classes][:ctx.args.text_classes]  # spread over the list
     n_sample = sum(len(s) for s in sample) * len(templates)
     encode_classes(model, sample[:2], templates)  # warm-up
-    times = [ctx.timed(lambda: encode_classes(model, sample, templates)) for _ in range(ctx.args.repeats)]
+    times = [ctx.timed(lambda: encode_classes(model, sample, templates)) for _ in range(ctx.args.text_repeats)]
     ms = 1000 * statistics.median(times) / n_sample
     texts = {"base_866": sum(len(s) for s, f in zip(synonyms, freq) if f != "r") * len(templates),
              "all_1203": sum(len(s) for s in synonyms) * len(templates)}
@@ -184,8 +185,9 @@ def part_text(ctx: Ctx):
 
 def _train_batch(ctx: Ctx):
     """``--batch`` mapped training images (LSJ 1024, seeded) with boxes and cached regions."""
-    if not (ctx.cache / "manifest.json").is_file():
-        print("  no region cache yet: building it (untimed here)", flush=True)
+    manifest = ctx.cache / "manifest.json"
+    if not manifest.is_file() or json.loads(manifest.read_text())["num_images"] < ctx.args.images:
+        print("  no region cache of --images images yet: building it (untimed here)", flush=True)
         part_cache(ctx)
     mapper = ViLDDatasetMapper(ctx.cfg("image"), is_train=True)
     records = [r for r in _train_records(ctx.args.images) if r["annotations"]]

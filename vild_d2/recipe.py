@@ -181,20 +181,23 @@ class Recipe:
                            num_workers=self.vild_cfg.DATALOADER.NUM_WORKERS)
 
     def recall(self, iou: float = 0.5) -> None:
-        """AR@top_k at IoU 0.5 of the proposal network on the test set's objects, novel vs base."""
-        if not comm.is_main_process():
-            return
+        """AR@top_k at IoU 0.5 of the proposal network on the test set's objects, novel vs base
+        (images split across the processes of the job)."""
         source = detector_proposal_source(self.proposal_cfg, self.rpn_weights, self.s.recall_top_k,
                                           self.vild_cfg.MODEL.DEVICE)
         novel = set(MetadataCatalog.get(self.test_set).get("novel_class_ids", []))
         hits = {"novel": [], "base": []}
-        for r in DatasetCatalog.get(self.test_set):
+        for r in DatasetCatalog.get(self.test_set)[comm.get_rank()::comm.get_world_size()]:
             boxes, _ = source(r, read_image(r["file_name"], format="RGB"))
             gt = annotation_boxes(r)
             best = pairwise_iou(gt, Boxes(torch.from_numpy(boxes[: self.s.recall_top_k]))).max(1).values \
                 if len(boxes) else torch.zeros(len(gt))
             for a, b in zip(r["annotations"], best.tolist()):
                 hits["novel" if a["category_id"] in novel else "base"].append(b >= iou)
+        gathered = comm.gather(hits)
+        if not comm.is_main_process():
+            return
+        hits = {k: [h for part in gathered for h in part[k]] for k in hits}
         recall = {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
         recall.update(objects={k: len(v) for k, v in hits.items()}, top_k=self.s.recall_top_k, iou=iou)
         _write_json(self.recall_file, recall)
