@@ -4,7 +4,7 @@ text classifiers (training and test vocabularies) -> class-agnostic proposal net
 the base classes -> offline CLIP region cache of its proposals -> ViLD training + evaluation ->
 proposal recall on novel versus base objects.
 
-Stages are declared as data (:class:`Stage`: name, artifact, run). Each writes one artifact into a
+Stages are declared as data (:class:`Stage`: name, artifacts, run). Each writes its artifacts into a
 folder keyed by a hash of everything it depends on, so a rerun skips finished stages, a changed
 setting redoes only what depends on it, and a killed training resumes from its last checkpoint.
 The whole recipe runs in Detectron2's ``launch``: one process, ``--num-gpus N`` processes (gloo
@@ -62,8 +62,12 @@ class RecipeSettings:
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
-    artifact: Path  # the stage is done when this file exists
+    artifacts: Tuple[Path, ...]  # the stage is done when these files exist
     run: Callable[[], object]
+
+    @property
+    def done(self) -> bool:
+        return all(p.is_file() for p in self.artifacts)
 
 
 def cache_key(*parts) -> str:
@@ -124,17 +128,16 @@ class Recipe:
         self.recall_file = self.rpn_dir / f"recall_{self.test_set}.json"
 
     def stages(self) -> List[Stage]:
-        first = next(iter(self.classifiers.values()), ("", self.out))[1]
-        stages = [Stage("text classifiers", first, self.build_classifiers)]
+        stages = [Stage("text classifiers", tuple(p for _, p in self.classifiers.values()), self.build_classifiers)]
         if not self.s.proposal_weights:
-            stages.append(Stage("proposal network (base classes)", Path(self.rpn_weights),
+            stages.append(Stage("proposal network (base classes)", (Path(self.rpn_weights),),
                                 lambda: self.train(self.proposal_cfg)))
         if self.cache_dir is not None:
-            stages.append(Stage("region cache", self.cache_dir / "manifest.json", self.build_cache))
+            stages.append(Stage("region cache", (self.cache_dir / "manifest.json",), self.build_cache))
         final = "eval_results.json" if self.test_set else "model_final.pth"
-        stages.append(Stage("ViLD training + evaluation", self.vild_dir / final, lambda: self.train(self.vild_cfg)))
+        stages.append(Stage("ViLD training + evaluation", (self.vild_dir / final,), lambda: self.train(self.vild_cfg)))
         if self.s.recall_top_k and self.test_set:
-            stages.append(Stage("proposal recall", self.recall_file, self.recall))
+            stages.append(Stage("proposal recall", (self.recall_file,), self.recall))
         return stages
 
     def run(self) -> Dict[str, Tuple[float, str]]:
@@ -143,7 +146,7 @@ class Recipe:
         timings = {}
         for stage in self.stages():
             t0 = time.perf_counter()
-            done = stage.artifact.is_file()
+            done = stage.done
             logger.info("stage %s: %s", stage.name, "cached, skipped" if done else "running")
             if not done:
                 stage.run()
