@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import vild_d2.region_cache.builder as cache_builder
-from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 from vild_d2.config import load_config
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.data.mini_lvis import MiniLVISSettings, build_mini_lvis
@@ -247,7 +246,7 @@ def part_train(ctx: Ctx):
         steps = interleave(ctx, runners, ctx.args.repeats)
         print("ROI heads alone (forward + backward):", flush=True)
         rois = interleave(ctx, roi_runners, ctx.args.repeats)
-    return {"batch": ctx.args.batch, "image_size": 1024, "step": steps, "roi_heads": rois,
+    return {"batch": ctx.args.batch, "input_size": list(data[0]["image"].shape[1:]), "step": steps, "roi_heads": rois,
             "gt_per_image": [len(d["instances"]) for d in data],
             "cached_regions_per_image": [len(d["clip_regions"]) for d in data], "threads": torch.get_num_threads()}
 
@@ -300,34 +299,40 @@ def split_timers(ctx, model) -> Timers:
 
 
 def part_infer(ctx: Ctx):
+    """Inference per image of every variant, stage timers on in every round (the untrained models' score
+    distributions differ, so the per-class NMS differs too: totals are also given without it)."""
     records = sorted(DatasetCatalog.get("lvis_v1_val"), key=lambda r: r["image_id"])[:ctx.args.infer_images]
-    variants, models, runners = (BASELINE, *MODES), {}, {}
-    for v in variants:
+    n, models, runners, splits = len(records), {}, {}, {}
+    for v in (BASELINE, *MODES):
         cfg, model = ctx.build(v, num_classes=1203)
         model.eval()
-        mapper = ViLDDatasetMapper(cfg, is_train=False)
-        inputs = [mapper(dict(r)) for r in records]
-        models[v] = (model, inputs)
+        inputs = [ViLDDatasetMapper(cfg, is_train=False)(dict(r)) for r in records]
+        models[v], splits[v] = (model, inputs, split_timers(ctx, model)), []
 
-        def run(model=model, inputs=inputs):
+        def run(model=model, inputs=inputs, timers=models[v][2], v=v):
+            timers.spent, timers.candidates = {}, []
             with torch.no_grad(), ctx.autocast():
                 for x in inputs:
                     model([x])
+            splits[v].append(dict(timers.spent, candidates=sum(timers.candidates)))
         runners[v] = run
-    print(f"inference ({len(records)} images per round):", flush=True)
-    per_round = interleave(ctx, runners, ctx.args.repeats)
-    base = [t / len(records) for t in per_round[BASELINE]["all_s"]]
-    out = {"images_per_round": len(records), "input_size": list(models[BASELINE][1][0]["image"].shape[1:]),
-           "per_image": {v: stats([t / len(records) for t in s["all_s"]], base) for v, s in per_round.items()},
-           "split": {}, "profile": {}}
-    for v in (BASELINE, "ensemble"):  # stage split and profile of one image, after the timed rounds
-        model, inputs = models[v]
-        timer = split_timers(ctx, model)
-        with torch.no_grad(), ctx.autocast():
-            total = ctx.timed(lambda: model([inputs[0]]))
-        timer.remove()
-        split = dict(timer.spent, other=total - sum(timer.spent.values()))
-        out["split"][v] = {"total_s": total, "stages_s": split, "candidates_into_nms": timer.candidates}
+    print(f"inference ({n} images per round):", flush=True)
+    rounds = interleave(ctx, runners, ctx.args.repeats)
+    out = {"images_per_round": n, "input_size": list(models[BASELINE][1][0]["image"].shape[1:]), "split": {},
+           "profile": {}}
+    totals = {v: [t / n for t in r["all_s"]] for v, r in rounds.items()}
+    no_nms = {v: [t - sp[NMS] / n for t, sp in zip(totals[v], splits[v][1:])] for v in totals}  # [0]: warm-up
+    out["per_image"] = {v: stats(t, totals[BASELINE]) for v, t in totals.items()}
+    out["per_image_without_nms"] = {v: stats(t, no_nms[BASELINE]) for v, t in no_nms.items()}
+    for v, sp in splits.items():
+        stages = {k: statistics.median(r[k] for r in sp[1:]) / n for k in sp[-1] if k != "candidates"}
+        stages["other"] = statistics.median(totals[v]) - sum(stages.values())
+        out["split"][v] = {"stages_s": stages, "candidates_into_nms_per_image": sp[-1]["candidates"] / n}
+    nms = out["split"][BASELINE]
+    out["nms_s_per_million_candidates"] = nms["stages_s"][NMS] / max(nms["candidates_into_nms_per_image"], 1) * 1e6
+    for v in (BASELINE, "ensemble"):  # where the time goes, by function: one more image each
+        model, inputs, timers = models[v]
+        timers.remove()
         prof = cProfile.Profile()
         with torch.no_grad(), ctx.autocast():
             prof.runcall(model, [inputs[0]])
