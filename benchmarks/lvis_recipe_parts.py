@@ -325,8 +325,9 @@ def part_infer(ctx: Ctx):
     out["per_image"] = {v: stats(t, totals[BASELINE]) for v, t in totals.items()}
     out["per_image_without_nms"] = {v: stats(t, no_nms[BASELINE]) for v, t in no_nms.items()}
     for v, sp in splits.items():
-        stages = {k: statistics.median(r[k] for r in sp[1:]) / n for k in sp[-1] if k != "candidates"}
-        stages["other"] = statistics.median(totals[v]) - sum(stages.values())
+        names = [k for k in sp[-1] if k != "candidates"]
+        other = [t - sum(r[k] for k in names) / n for t, r in zip(totals[v], sp[1:])]
+        stages = dict({k: statistics.median(r[k] for r in sp[1:]) / n for k in names}, other=statistics.median(other))
         out["split"][v] = {"stages_s": stages, "candidates_into_nms_per_image": sp[-1]["candidates"] / n}
     nms = out["split"][BASELINE]
     out["nms_s_per_million_candidates"] = nms["stages_s"][NMS] / max(nms["candidates_into_nms_per_image"], 1) * 1e6
