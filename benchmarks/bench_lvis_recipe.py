@@ -12,6 +12,12 @@ costs and ratios, and projected to full LVIS v1. Each part runs in its own proce
 
     python benchmarks/bench_lvis_recipe.py [--parts cache train ...] [--repeats 3] [--images 4]
     python benchmarks/bench_lvis_recipe.py --device cuda --amp      # the same on a GPU (fp16 autocast)
+    python benchmarks/bench_lvis_recipe.py --device cuda --amp --opts MODEL.RESNETS.NORM SyncBN MODEL.FPN.NORM SyncBN
+
+On a shared CPU run it alone: another busy process on the 2 cores doubled every time here (training step
+26 s idle, 60 s beside a test run). Untrained scores decide the per-class NMS (Mask R-CNN's uniform softmax
+lets all 1203 classes of ~1000 boxes past 1e-4; ViLD's cosine / 0.01 far fewer), so inference is also
+reported without that stage.
 
 Variants are interleaved (A B C D E, A B C D E, ...) after one warm-up round, on the same data; the
 tables give min and median and the ratios to the baseline (of medians, of mins, median of per-round).
