@@ -71,7 +71,6 @@ def _cpu_amp(cfg):
 
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
-        check_norms_fit_device(cfg)
         with _cpu_ddp(), _cpu_amp(cfg):
             super().__init__(cfg)
 
@@ -89,6 +88,11 @@ class ViLDTrainer(DefaultTrainer):
         # on the toy world 0.08 -> 0.015 s of a 0.75 s ViLD step
         return maybe_add_gradient_clipping(cfg, torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR,
                                                                   weight_decay=cfg.SOLVER.WEIGHT_DECAY, fused=True))
+
+    @classmethod
+    def build_model(cls, cfg):
+        check_norms_fit_device(cfg)  # training and --eval-only both build the model here
+        return super().build_model(cfg)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -195,7 +199,6 @@ def setup_cfg(args):
     """Config from ``--config-file`` and ``opts`` with the ViLD keys; Detectron2's default setup;
     datasets named in ``DATASETS.VILD.REGISTER`` registered."""
     cfg = load_config(args.config_file, args.opts)
-    check_norms_fit_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
