@@ -9,8 +9,7 @@ Writes one PNG (boxes, masks, class names, scores; novel classes in magenta) and
 detections per image into --output.
 """
 import argparse
-import json
-import os
+import sys
 from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
@@ -18,7 +17,8 @@ from PIL import Image
 
 import vild_d2  # noqa: F401  (registers components and datasets)
 from vild_d2.config import load_config
-from vild_d2.predictor import VocabularyPredictor, expand_inputs, vocabulary_source
+from vild_d2.predictor import IMAGE_EXTENSIONS, VocabularyPredictor, expand_inputs, output_stems, vocabulary_source
+from vild_d2.utils import atomic_path, write_json
 from vild_d2.visualize import detections_to_json, draw_detections
 
 
@@ -35,20 +35,27 @@ def main():
     logger = setup_logger(name="vild_d2")
     cfg = load_config(args.config_file, args.opts)  # registers DATASETS.VILD.REGISTER, as train_net.py does
     predictor = VocabularyPredictor(cfg, vocabulary_source(args.vocabulary, args.custom_vocabulary))
-    os.makedirs(args.output, exist_ok=True)
+    paths = expand_inputs(args.input)
+    stems = output_stems(paths)  # a/x.png and b/x.png must not overwrite each other's results
     failed = []
-    for path, image, inst in predictor.run(expand_inputs(args.input), args.confidence_threshold):
+    for path, image, inst in predictor.run(paths, args.confidence_threshold):
         if image is None:
             failed.append(path)
             continue
-        stem = Path(args.output) / Path(path).stem
-        Image.fromarray(draw_detections(image, inst, predictor.class_names, predictor.novel_ids)).save(f"{stem}.png")
-        Path(f"{stem}.json").write_text(json.dumps({"image": path, "detections": detections_to_json(
-            inst, predictor.class_names)}, indent=1))
+        stem = Path(args.output) / stems[path]
+        with atomic_path(f"{stem}.png") as tmp:
+            Image.fromarray(draw_detections(image, inst, predictor.class_names, predictor.novel_ids)).save(
+                tmp, format="PNG")
+        write_json(f"{stem}.json", {"image": path, "detections": detections_to_json(inst, predictor.class_names)})
         logger.info("%s: %d detections -> %s.png", path, len(inst), stem)
     if failed:
-        logger.error("%d unreadable input(s) skipped: %s", len(failed), failed)
+        logger.error("%d of %d input(s) could not be read and were skipped: %s", len(failed), len(paths), failed)
+    if len(failed) == len(paths):
+        logger.error("no image was processed: check --input (files, folders or globs of %s)",
+                     "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

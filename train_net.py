@@ -4,18 +4,17 @@
 Multi-GPU: ``--num-gpus 8``; several machines: ``--num-machines``, ``--machine-rank``,
 ``--dist-url``, as in every Detectron2 project. Also runs under ``torchrun``.
 """
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 import vild_d2  # noqa: F401  (registers components and datasets)
-from vild_d2.engine import ViLDTrainer, init_torchrun, setup_cfg
+from vild_d2.engine import ViLDTrainer, init_torchrun, load_trained_weights, setup_cfg
 
 
 def main(args):
     cfg = setup_cfg(args)
     if args.eval_only:
         model = ViLDTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_trained_weights(model, cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, resume=args.resume)
         return ViLDTrainer.test(cfg, model)
     trainer = ViLDTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -94,7 +94,7 @@ def test_images_without_boxes_are_kept_for_their_cached_regions(keep, cached, ex
     if name not in DatasetCatalog.list():
         DatasetCatalog.register(name, lambda: [dict(r) for r in records])
     cfg = load_config(TOY_CFG, ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.VILD.KEEP_IMAGES_WITH_REGIONS", keep])
-    mapper = SimpleNamespace(region_cache_dir="cache", cache=cached)
+    mapper = SimpleNamespace(region_cache_dir="cache", cache=cached, check_cache_covers=lambda ids: None)
     assert [r["image_id"] for r in training_records(cfg, mapper)] == expected
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
     assert [r["image_id"] for r in training_records(cfg, mapper)] == [1, 2, 3]

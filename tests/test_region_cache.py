@@ -16,7 +16,8 @@ from detectron2.engine import launch
 from detectron2.structures import BitMasks, BoxMode
 
 from vild_d2.data import ViLDDatasetMapper
-from vild_d2.region_cache import (CacheMismatchError, CorruptCacheError, ProposalFileSource, RegionCache,
+from vild_d2.region_cache import (CacheMismatchError, CorruptCacheError, ProposalFileSource, RegionCache, read_proposals,
+                                  save_proposals,
                                   RegionCacheSettings, build_region_cache)
 from vild_d2.region_cache.cli import build_from_args, make_parser
 from vild_d2.region_cache.storage import write_manifest, write_shard
@@ -42,21 +43,43 @@ def world(toy_env):
         ids.append(r["image_id"])
         boxes.append(np.concatenate([gt, rand]))
         scores.append(np.concatenate([np.full(len(gt), 10.0), rng.normal(size=12)]).astype(np.float32))
-    with open(base / "proposals.pkl", "wb") as f:
+    save_proposals(base / "proposals.npz", ids, boxes, scores)
+    with open(base / "proposals.pkl", "wb") as f:  # the same in Detectron2's pickle format
         pickle.dump({"ids": ids, "boxes": boxes, "objectness_logits": scores, "bbox_mode": 0}, f)
     return base
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_proposal_files_npz_and_plain_data_pickles(world, tmp_path):
+    npz, pkl = read_proposals(str(world / "proposals.npz")), read_proposals(str(world / "proposals.pkl"), allow_pickle=True)
+    assert sorted(npz) == sorted(pkl) and len(npz) == 10
+    for i in npz:
+        np.testing.assert_array_equal(npz[i][0], pkl[i][0])
+        np.testing.assert_array_equal(npz[i][1], pkl[i][1])
+        assert npz[i][0].shape == (len(npz[i][1]), 4) and npz[i][2] == BoxMode.XYXY_ABS
+    with pytest.raises(ValueError, match="convert it with tools/convert_proposals.py, or pass --allow-pickle"):
+        read_proposals(str(world / "proposals.pkl"))
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"ids": [1], "boxes": [_RunsCode()], "objectness_logits": [[1.0]]}))
+    with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system"):
+        read_proposals(str(evil), allow_pickle=True)
+    assert not (Path.cwd() / "pwned").exists()
 
 
 def _build(world, out, shard_size=3, combine="sum"):
     settings = RegionCacheSettings(num_proposals=8, shard_size=shard_size, combine=combine)
     model = load_clip(str(world / "clip.pt"))
-    return build_region_cache(out, DatasetCatalog.get("tiny_toy_train_full"), ProposalFileSource(str(world / "proposals.pkl")),
+    return build_region_cache(out, DatasetCatalog.get("tiny_toy_train_full"), ProposalFileSource(str(world / "proposals.npz")),
                               model, str(world / "clip.pt"), settings, dataset_name="tiny_toy_train_full", num_workers=0)
 
 
 def _bytes(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
-            if p.is_file() and p.name != "manifest.json"}
+            if p.is_file() and p.name not in ("manifest.json", ".lock")}
 
 
 def test_storage_round_trip_several_shards(tmp_path):
@@ -96,6 +119,7 @@ def test_mapper_applies_image_transforms_to_cached_boxes(world, tmp_path, toy_cf
     toy_cfg.MODEL.VILD.REGION_CACHE_DIR = str(out)
     toy_cfg.MODEL.VILD.CLIP_MODEL = str(world / "clip.pt")
     toy_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS = 8
+    toy_cfg.MODEL.VILD.REGION_CACHE_DATASET = "tiny_toy_train_full"  # the config trains another dataset
     augs = [T.ResizeShortestEdge(200, 400), T.RandomFlip(prob=1.0)]
     mapper = ViLDDatasetMapper(toy_cfg, is_train=True, augmentations=augs)
     record = DatasetCatalog.get("tiny_toy_train_full")[0]
@@ -122,6 +146,8 @@ def test_mapper_missing_entry_error_and_skip(world, tmp_path, toy_cfg):
     out = _build(world, tmp_path / "c")
     toy_cfg.MODEL.VILD.REGION_CACHE_DIR = str(out)
     toy_cfg.MODEL.VILD.CLIP_MODEL = str(world / "clip.pt")
+    toy_cfg.MODEL.VILD.REGION_CACHE_DATASET = "tiny_toy_train_full"
+    toy_cfg.MODEL.VILD.NUM_CACHED_PROPOSALS = 8
     record = dict(DatasetCatalog.get("tiny_toy_train_full")[0], image_id=999)
     with pytest.raises(KeyError, match="image 999.*SKIP_MISSING_REGIONS"):
         ViLDDatasetMapper(toy_cfg, is_train=True)(dict(record))
@@ -151,7 +177,7 @@ def test_corrupt_shard_and_manifest_mismatch(world, tmp_path, toy_cfg):
 
 def _cli(world, out, *extra):
     return ["--config-file", str(TOY_CFG), "--dataset", f"{TOY_PREFIX}_train_full", "--proposals",
-            str(world / "proposals.pkl"), "--output", str(out), "--shard-size", "1", "--num-workers", "0",
+            str(world / "proposals.npz"), "--output", str(out), "--shard-size", "1", "--num-workers", "0",
             "--device", "cpu", *extra, "MODEL.VILD.CLIP_MODEL", str(world / "clip.pt"),
             "MODEL.VILD.NUM_CACHED_PROPOSALS", "8"]
 

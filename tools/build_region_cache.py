@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build (or resume) the offline CLIP region-embedding cache used by ViLD-image.
 
-    python tools/build_region_cache.py --config-file CFG --proposals proposals.pkl
+    python tools/build_region_cache.py --config-file CFG --proposals proposals.npz
     python tools/build_region_cache.py --config-file CFG --detector-config RPN.yaml --detector-weights rpn.pth \
         --num-gpus 8
 

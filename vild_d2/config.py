@@ -25,6 +25,9 @@ def add_vild_config(cfg: CN) -> None:
     _C.MODEL.VILD.TEXT_EMBEDDINGS = ""
     # Text embeddings of the test vocabulary; empty = build from the test dataset.
     _C.MODEL.VILD.TEST_TEXT_EMBEDDINGS = ""
+    # Accept text-embedding files without their JSON sidecar (class names, CLIP identity): their
+    # class order cannot be checked against the dataset, so this is off by default.
+    _C.MODEL.VILD.ALLOW_CLASSIFIER_WITHOUT_SIDECAR = False
     # Prompt templates of automatically built text classifiers: a file with one "{}" per line;
     # empty = the package's set (vild_d2/data/prompt_templates.txt).
     _C.MODEL.VILD.PROMPT_TEMPLATES = ""
@@ -45,6 +48,9 @@ def add_vild_config(cfg: CN) -> None:
     _C.MODEL.VILD.NUM_CACHED_PROPOSALS = 300
     # Directory of the offline CLIP region-embedding cache (ViLD-image modes).
     _C.MODEL.VILD.REGION_CACHE_DIR = ""
+    # Registered dataset the region cache was built for; empty = DATASETS.TRAIN[0]. Set it when a
+    # cache of one dataset serves another with the same images (lvis_v1_train for lvis_v1_train_base).
+    _C.MODEL.VILD.REGION_CACHE_DATASET = ""
     # Scales (relative to the proposal box) whose CLIP crop embeddings are combined.
     _C.MODEL.VILD.CROP_SCALES = [1.0, 1.5]
     # Optimizer of the whole detector: "SGD" (Detectron2's, SOLVER.MOMENTUM) or "AdamW"

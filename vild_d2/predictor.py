@@ -6,18 +6,22 @@ cache) and swapped into the model; no retraining.
 import glob
 import logging
 import os
-from typing import Iterator, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from .modeling.vocabulary import dataset_class_names
+from .engine.checkpoint import load_trained_weights
+from .modeling.vocabulary import dataset_class_names, vocabulary_placeholders
 from .text_classifier import builtin_vocabulary, cached_text_classifier, load_text_classifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VocabularyPredictor", "expand_inputs", "vocabulary_source"]
+__all__ = ["VocabularyPredictor", "expand_inputs", "vocabulary_source", "output_stems"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -45,6 +49,23 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     return paths
 
 
+def output_stems(paths: Sequence[str]) -> Dict[str, str]:
+    """A distinct output name per input: its file stem, with as many parent folders as it takes to
+    tell inputs of the same stem apart (``a/x.png``, ``b/x.png`` -> ``a_x``, ``b_x``)."""
+    parts = {p: Path(os.path.abspath(p)).with_suffix("").parts for p in paths}
+    stems = {}
+    for p in paths:
+        depth = 1
+        while depth < len(parts[p]) and any(q != p and parts[q][-depth:] == parts[p][-depth:] for q in paths):
+            depth += 1
+        stems[p] = "_".join(parts[p][-depth:]).lstrip("/_") or "image"
+    same = [s for s in stems.values() if list(stems.values()).count(s) > 1]
+    for p in paths:  # a.png and a.jpg in one folder: the extension tells them apart
+        if stems[p] in same:
+            stems[p] += "_" + Path(p).suffix.lstrip(".")
+    return stems
+
+
 class VocabularyPredictor(DefaultPredictor):
     """A trained ViLD model (``cfg.MODEL.WEIGHTS``) detecting the classes of ``vocabulary``.
 
@@ -53,14 +74,17 @@ class VocabularyPredictor(DefaultPredictor):
     """
 
     def __init__(self, cfg, vocabulary: str, novel_names: Optional[Sequence[str]] = None):
-        if not cfg.MODEL.WEIGHTS:
-            raise ValueError("no weights given: pass --opts MODEL.WEIGHTS path/to/model_final.pth")
-        if not os.path.isfile(cfg.MODEL.WEIGHTS) and "://" not in cfg.MODEL.WEIGHTS:
-            raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} not found")
-        super().__init__(cfg)
+        # DefaultPredictor's attributes, set here: the model is built for the vocabulary's
+        # classifier alone, without reading (or building) those of the training and test datasets
+        self.cfg = cfg.clone()
         path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, vocabulary, cfg.MODEL.VILD.CLIP_MODEL,
                                       cfg.MODEL.VILD.PROMPT_TEMPLATES or None, device=cfg.MODEL.DEVICE)
         emb, names = load_text_classifier(path)
+        with vocabulary_placeholders(emb.shape[1]):
+            self.model = build_model(self.cfg).eval()
+        load_trained_weights(self.model, cfg.MODEL.WEIGHTS)  # refuses weights that leave heads untrained
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
         self.class_names = names
         base = set(dataset_class_names(cfg.DATASETS.TRAIN) or [])
         # Novel = not in the training vocabulary (ViLD-ensemble weights them differently).

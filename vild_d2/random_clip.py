@@ -6,16 +6,16 @@ training) runs on CPU with every tensor at its real size. The weights are random
 (``torch.manual_seed(seed)`` then CLIP's own initialisation): this is NOT a real CLIP, and
 nothing it names or scores means anything.
 """
-import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Dict
 
 import clip
 import torch
 from clip.model import CLIP
+
+from .utils import atomic_path, file_sha256, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ CLIP_ARCHS: Dict[str, dict] = {
     "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
                  vision_patch_size=None, **_TEXT),
 }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_loads(path: Path, arch: str, num_params: int) -> None:
@@ -77,7 +69,7 @@ def save_random_clip(path, arch: str = "ViT-B/32", seed: int = 0) -> Path:
             raise FileExistsError(f"{path} holds a random CLIP with arch={meta.get('arch')!r}, "
                                   f"seed={meta.get('seed')}, not arch={arch!r}, seed={seed}: delete it and "
                                   f"{sidecar.name}, or choose another path")
-        if _sha256(path) == meta.get("sha256"):
+        if file_sha256(path) == meta.get("sha256"):
             logger.info("random %s CLIP already in %s, keeping it", arch, path)
             return path
         logger.warning("%s does not match the sha256 in %s; writing it again", path, sidecar.name)
@@ -87,18 +79,11 @@ def save_random_clip(path, arch: str = "ViT-B/32", seed: int = 0) -> Path:
     num_params = sum(p.numel() for p in model.parameters())
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     del model
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: the archive's inner folder is not named after tmp
             torch.save(state, f)
         del state
         _check_loads(tmp, arch, num_params)
-        side_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
-        side_tmp.write_text(json.dumps({"arch": arch, "seed": seed, "sha256": _sha256(tmp)}, indent=1))
-        os.replace(side_tmp, sidecar)  # the sidecar first: a file without one is never ours
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        write_json(sidecar, {"arch": arch, "seed": seed, "sha256": file_sha256(tmp)})  # first: a file without one is never ours
     logger.info("wrote a random %s CLIP (%d parameters, seed %d) to %s", arch, num_params, seed, path)
     return path

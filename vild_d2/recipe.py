@@ -14,7 +14,6 @@ on CPUs), or several machines (``--num-machines``, ``--machine-rank``, ``--dist-
         --proposal-config configs/LVIS-OV/rpn_R50_FPN.yaml --output output/lvis --num-gpus 8
 """
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -36,10 +35,11 @@ from .data.records import annotation_boxes
 from .engine import ViLDTrainer
 from .region_cache import RegionCacheSettings, build_region_cache, detector_proposal_source
 from .text_classifier import cached_text_classifier, load_clip, text_classifier_path
+from .utils import CorruptArtifactError, cache_key, exclusive, is_sealed, seal, verify_file, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecipeSettings", "Stage", "Recipe", "run_recipe", "cache_key"]
+__all__ = ["RecipeSettings", "Stage", "Recipe", "run_recipe"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,17 +62,22 @@ class RecipeSettings:
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
-    artifacts: Tuple[Path, ...]  # the stage is done when these files exist
+    artifacts: Tuple[Path, ...]  # the stage is done when these files exist and verify
     run: Callable[[], object]
 
     @property
     def done(self) -> bool:
-        return all(p.is_file() for p in self.artifacts)
-
-
-def cache_key(*parts) -> str:
-    """A short stable hash of JSON-able parts (folder names of cached stages)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        """Every artifact is there and verifies: a checkpoint against its seal (an unsealed one is
+        not trusted), a JSON file by parsing. A damaged one is reported and the stage runs again."""
+        for path in self.artifacts:
+            if not path.is_file() or (path.suffix == ".pth" and not is_sealed(path)):
+                return False
+            try:
+                verify_file(path, f"{self.name} artifact")
+            except CorruptArtifactError as e:
+                logger.warning("%s; running the stage again", e)
+                return False
+        return True
 
 
 def _dataset_fingerprint(name: str) -> List:
@@ -153,7 +158,7 @@ class Recipe:
             comm.synchronize()
             timings[stage.name] = (time.perf_counter() - t0, "cached" if done else "ran")
         if comm.is_main_process():
-            _write_json(self.out / "timings.json", timings)
+            write_json(self.out / "timings.json", timings)
         return timings
 
     def build_classifiers(self) -> None:
@@ -174,6 +179,9 @@ class Recipe:
         trainer = ViLDTrainer(cfg)
         trainer.resume_or_load(resume=True)  # a killed stage resumes from its last checkpoint
         trainer.train()
+        final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
+        if comm.is_main_process() and final.is_file() and not is_sealed(final):
+            seal(final)  # written before checkpoints were sealed; it has just loaded as the resume point
 
     def build_cache(self) -> None:
         device = self.vild_cfg.MODEL.DEVICE
@@ -203,13 +211,7 @@ class Recipe:
         hits = {k: [h for part in gathered for h in part[k]] for k in hits}
         recall = {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
         recall.update(objects={k: len(v) for k, v in hits.items()}, top_k=self.s.recall_top_k, iou=iou)
-        _write_json(self.recall_file, recall)
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+        write_json(self.recall_file, recall)
 
 
 def _worker(out: str, settings: RecipeSettings, threads: int) -> None:
@@ -225,10 +227,10 @@ def run_recipe(out, settings: RecipeSettings, num_gpus: int = 1, num_machines: i
     """Run every stage in ``num_gpus`` processes per machine (on CPUs each takes an equal share of
     the cores); return the plan, whose folders then hold every artifact."""
     plan = Recipe(out, settings)  # fails here, before any process starts, on a bad config
-    plan.out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads() if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // num_gpus)
-    launch(_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url,
-           args=(str(out), settings, threads))
+    with exclusive(plan.out, "recipe run"):  # a second run into the same folder stops here
+        launch(_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url,
+               args=(str(out), settings, threads))
     return plan
 
 

@@ -9,8 +9,8 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from .utils import atomic_path, cached_file_sha256, exclusive, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -89,27 +91,39 @@ def load_vocabulary(source: str) -> Tuple[List[str], List[List[str]]]:
     if os.path.isfile(source):
         rows = [ln.strip() for ln in Path(source).read_text().splitlines() if ln.strip()]
         syns = [[s.strip() for s in row.split(",") if s.strip()] for row in rows]
-        return [s[0] for s in syns], syns
+        syns = [s for s in syns if s]
+        return _checked(source, [s[0] for s in syns], syns)
     names = [s.strip() for s in source.split(",") if s.strip()]
+    return _checked(source, names, [[n] for n in names])
+
+
+def _checked(source: str, names: List[str], synonyms: List[List[str]]) -> Tuple[List[str], List[List[str]]]:
+    """A vocabulary needs classes, each named once (a duplicate would split its score in two)."""
     if not names:
-        raise ValueError(f"empty vocabulary {source!r}: give lvis|coco|toy, a dataset name, a file or 'class a,class b'")
-    return names, [[n] for n in names]
+        raise ValueError(f"empty vocabulary {source!r}: give lvis|coco|toy, a dataset name, a file with one class "
+                         "per line, or 'class a,class b'")
+    seen = set()
+    dup = [n for n in names if n in seen or seen.add(n)]
+    if dup:
+        raise ValueError(f"vocabulary {source!r} names {dup[:3]} more than once: list each class once "
+                         "(synonyms after commas on one line of a file)")
+    return names, synonyms
 
 
-@lru_cache(maxsize=8)
-def _sha256_file(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _check_clip_spec(spec: str) -> None:
+    import clip
+
+    if not os.path.isfile(spec) and spec not in clip.available_models():
+        raise FileNotFoundError(
+            f"MODEL.VILD.CLIP_MODEL {spec!r} is neither a file nor a known name {clip.available_models()}; put "
+            "the checkpoint on disk and set the key to its path")
 
 
 def clip_identity(spec: str) -> str:
     """``name:ViT-B/32`` for a model name, ``sha256:...`` for a checkpoint file."""
     if os.path.isfile(spec):
-        st = os.stat(spec)
-        return "sha256:" + _sha256_file(os.path.abspath(spec), st.st_size, st.st_mtime)
+        return "sha256:" + cached_file_sha256(spec)
+    _check_clip_spec(spec)
     return f"name:{spec}"
 
 
@@ -117,15 +131,16 @@ def load_clip(spec: str, device: str = "cpu"):
     """``clip.load`` of a model name or a local checkpoint (TorchScript or state_dict)."""
     import clip
 
-    if not os.path.isfile(spec) and spec not in clip.available_models():
-        raise FileNotFoundError(
-            f"CLIP model {spec!r} is neither a file nor a known name {clip.available_models()}; put the "
-            "checkpoint on disk and set MODEL.VILD.CLIP_MODEL to its path")
+    _check_clip_spec(spec)
     try:
         model, _ = clip.load(spec, device=device, jit=False)
     except OSError as e:  # names download on first use
         raise RuntimeError(f"could not load CLIP {spec!r} ({e}); names need a network the first time: "
                            "download the checkpoint elsewhere and give its local path") from e
+    except (RuntimeError, ValueError, KeyError, IndexError, AttributeError, pickle.UnpicklingError) as e:
+        # clip.load falls back from TorchScript to a state_dict and then infers shapes from its keys
+        raise RuntimeError(f"{spec} is not a CLIP checkpoint clip.load can read ({type(e).__name__}: {e}): give "
+                           "an OpenAI CLIP .pt file or a state_dict of clip.model.CLIP") from e
     return model.eval()
 
 
@@ -173,30 +188,38 @@ def save_text_classifier(path, embeddings: np.ndarray, names: Sequence[str], met
     path.parent.mkdir(parents=True, exist_ok=True)
     sidecar = dict(meta, class_names=list(names), num_classes=len(names), dim=int(embeddings.shape[1]),
                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    for target, write in ((path.with_suffix(".json"), lambda f: f.write(json.dumps(sidecar, indent=1).encode())),
-                          (path, lambda f: np.save(f, embeddings.astype(np.float32)))):
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
+    write_json(path.with_suffix(".json"), sidecar)
+    with atomic_path(path) as tmp:
+        np.save(tmp, embeddings.astype(np.float32))
     return path
 
 
 def load_text_classifier(path, expected_names: Optional[Sequence[str]] = None, expected_dim: Optional[int] = None,
-                         expected_clip: Optional[str] = None, config_key: str = "the classifier file"):
+                         expected_clip: Optional[str] = None, config_key: str = "the classifier file",
+                         allow_without_sidecar: bool = False):
     """Load (K x D tensor, class names) and check it against the dataset / model it serves.
 
-    Every mismatch raises :class:`ClassifierMismatchError` naming both sides.
+    Every mismatch raises :class:`ClassifierMismatchError` naming both sides. A file without its
+    JSON sidecar (class names, CLIP) cannot be checked and is refused unless ``allow_without_sidecar``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{config_key}: text classifier {path} not found "
                                 "(build it with tools/build_text_classifier.py)")
-    emb = np.load(path)
-    side = path.with_suffix(".json")
-    meta = json.loads(side.read_text()) if side.is_file() else {}
-    names = meta.get("class_names")
     where = f"{config_key} ({path})"
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ClassifierMismatchError(f"{where} is not a readable .npy array ({e}): rebuild it with "
+                                      "tools/build_text_classifier.py") from e
+    side = path.with_suffix(".json")
+    if not side.is_file() and not allow_without_sidecar:
+        raise ClassifierMismatchError(
+            f"{where} has no {side.name} sidecar, so its class order and CLIP cannot be checked: build it with "
+            "tools/build_text_classifier.py, or set MODEL.VILD.ALLOW_CLASSIFIER_WITHOUT_SIDECAR True if you "
+            "are sure its rows follow the dataset's class order")
+    meta = read_json(side, "text classifier sidecar") if side.is_file() else {}
+    names = meta.get("class_names")
     if emb.ndim != 2:
         raise ClassifierMismatchError(f"{where}: expected a K x D array, got shape {emb.shape}")
     if names is not None and len(names) != len(emb):
@@ -245,11 +268,13 @@ def cached_text_classifier(cache_dir, vocabulary: str, clip_spec: str, templates
                            use_synonyms: bool = True, batch_size: Optional[int] = None, device: str = "cpu") -> Path:
     """Path of the classifier of ``vocabulary`` under ``clip_spec``; built only when missing."""
     path, names, synonyms, templates, meta = _request(cache_dir, vocabulary, clip_spec, templates_file, use_synonyms)
-    if path.is_file() and path.with_suffix(".json").is_file():
-        logger.info("text classifier cached: %s", path)
-        return path
-    logger.info("building text classifier for %d classes x %d templates with CLIP %s", len(names),
-                len(templates), clip_spec)
-    model = load_clip(clip_spec, device)
-    emb = encode_classes(model, synonyms, templates, batch_size=batch_size, use_synonyms=use_synonyms)
-    return save_text_classifier(path, emb, names, meta)
+    # one builder per file; a second job waits for it and then reuses its result
+    with exclusive(path.parent, "text classifier build", name=f".{path.stem}.lock", wait=True):
+        if path.is_file() and path.with_suffix(".json").is_file():
+            logger.info("text classifier cached: %s", path)
+            return path
+        logger.info("building text classifier for %d classes x %d templates with CLIP %s", len(names),
+                    len(templates), clip_spec)
+        model = load_clip(clip_spec, device)
+        emb = encode_classes(model, synonyms, templates, batch_size=batch_size, use_synonyms=use_synonyms)
+        return save_text_classifier(path, emb, names, meta)

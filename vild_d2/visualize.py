@@ -8,6 +8,7 @@ from detectron2.utils.visualizer import Visualizer
 
 __all__ = ["draw_detections", "best_label_per_object", "detections_to_json", "convert_rgb"]
 
+MIN_DRAWN_SIDE = 480  # smaller images are drawn upscaled, so that labels fit and stay readable
 NOVEL_COLOUR = (1.0, 0.0, 1.0)
 BASE_COLOUR = (0.0, 0.8, 1.0)
 
@@ -20,10 +21,13 @@ def best_label_per_object(inst: Instances, iou_threshold: float = 0.5) -> Instan
 
 
 def draw_detections(image: np.ndarray, inst: Instances, class_names: Sequence[str],
-                    novel_ids: Sequence[int] = (), scale: float = 1.0,
+                    novel_ids: Sequence[int] = (), scale: Optional[float] = None,
                     one_label_iou: Optional[float] = 0.5) -> np.ndarray:
     """H x W x 3 RGB image with boxes, masks and ``name score`` labels; novel classes in magenta.
+    ``scale``: drawing scale (None: upscale so the shorter side is at least ``MIN_DRAWN_SIDE``).
     ``one_label_iou``: draw only each object's best label (``best_label_per_object``); None: all."""
+    if scale is None:
+        scale = max(1.0, MIN_DRAWN_SIDE / max(1, min(image.shape[:2])))
     if one_label_iou is not None:
         inst = best_label_per_object(inst, one_label_iou)
     novel = set(novel_ids)

@@ -11,6 +11,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.datasets.coco import load_coco_json
 
+from ..utils import json_errors_named
+
 __all__ = ["COCO_OV_BASE", "COCO_OV_NOVEL", "register_ov_coco_instances", "coco_ov_metadata"]
 
 COCO_OV_NOVEL = ("airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard",
@@ -36,7 +38,8 @@ def _load(json_file: str, image_root: str, id_map: Dict[int, int]) -> List[dict]
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"COCO json {json_file} not found; see datasets/README.md for the layout "
                                 "under $DETECTRON2_DATASETS")
-    dicts = load_coco_json(json_file, image_root)  # raw COCO category ids
+    with json_errors_named(json_file, "COCO json"):
+        dicts = load_coco_json(json_file, image_root)  # raw COCO category ids
     for record in dicts:
         annos = [a for a in record.get("annotations", []) if a["category_id"] in id_map]
         for a in annos:

@@ -5,15 +5,15 @@ evaluation and supervised upper bounds) or ``"base"`` (only non-rare categories,
 training, so the training classifier never sees a novel class). Contiguous class ids index
 that vocabulary; metadata records each class's LVIS frequency and which ids are novel.
 """
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 from detectron2.data.datasets.lvis import load_lvis_json
+
+from ..utils import json_errors_named, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,13 @@ def load_ov_lvis_json(json_file: str, image_root: str, id_map: Dict[int, int], p
     contiguous id); annotations of categories outside the vocabulary are dropped, images kept."""
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"dataset json {json_file} not found. {prepare_hint}".strip())
-    if fmt == "lvis":
-        # Detectron2 joins image_root and the coco_url folder by string addition.
-        root = image_root if image_root.endswith(os.sep) else image_root + os.sep
-        dicts, offset = load_lvis_json(json_file, root), 1  # category_id = json id - 1
-    else:
-        dicts, offset = load_coco_json(json_file, image_root), 0  # raw json ids
+    with json_errors_named(json_file, "dataset json"):
+        if fmt == "lvis":
+            # Detectron2 joins image_root and the coco_url folder by string addition.
+            root = image_root if image_root.endswith(os.sep) else image_root + os.sep
+            dicts, offset = load_lvis_json(json_file, root), 1  # category_id = json id - 1
+        else:
+            dicts, offset = load_coco_json(json_file, image_root), 0  # raw json ids
     for record in dicts:
         annos = [a for a in record.get("annotations", []) if a["category_id"] + offset in id_map]
         for a in annos:
@@ -89,7 +90,7 @@ def register_ov_lvis_instances(
     if categories is None:
         if not os.path.isfile(json_file):
             raise FileNotFoundError(f"dataset json {json_file} not found. {prepare_hint}".strip())
-        categories = json.loads(Path(json_file).read_text())["categories"]
+        categories = read_json(json_file, "dataset json")["categories"]
     if fmt not in ("lvis", "coco"):
         raise ValueError(f"dataset format must be 'lvis' or 'coco', got {fmt!r}")
     unknown = set(novel_classes) - {c["name"] for c in categories}
@@ -123,13 +124,11 @@ def write_base_split(src: str, dst: str) -> Dict[str, int]:
     """Copy an LVIS json without its rare-category annotations (images and categories kept)."""
     if not os.path.isfile(src):
         raise FileNotFoundError(f"{src} not found: download LVIS v1 (see datasets/README.md)")
-    data = json.loads(Path(src).read_text())
+    data = read_json(src, "LVIS json")
     rare = {c["id"] for c in data["categories"] if c.get("frequency") == "r"}
     before = len(data["annotations"])
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] not in rare]
-    tmp = dst + ".tmp"
-    Path(tmp).write_text(json.dumps(data))
-    os.replace(tmp, dst)
+    write_json(dst, data, indent=None)
     stats = {"images": len(data["images"]), "annotations": len(data["annotations"]), "dropped": before - len(data["annotations"])}
     logger.info("wrote %s: %s", dst, stats)
     return stats

@@ -5,7 +5,7 @@ to the image (resize, flip, crop); boxes that become degenerate are dropped. The
 attached as ``dataset_dict["clip_regions"]``: ``Instances(proposal_boxes, clip_embeds M' x D)``.
 """
 import logging
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,8 +15,9 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..region_cache import RegionCache
+from ..region_cache import CacheMismatchError, RegionCache
 from ..text_classifier import clip_identity
+from .records import image_errors_named
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,14 @@ __all__ = ["ViLDDatasetMapper"]
 class ViLDDatasetMapper(DatasetMapper):
     @configurable
     def __init__(self, is_train: bool = True, *, region_cache_dir: str = "", num_cached_proposals: int = 300,
-                 expected_clip: Optional[str] = None, skip_missing_regions: bool = False, **kwargs):
+                 expected_clip: Optional[str] = None, expected_dataset: str = "", skip_missing_regions: bool = False,
+                 **kwargs):
         """
         Args:
             region_cache_dir: region cache folder; empty = attach no regions (ViLD-text, inference).
             num_cached_proposals: use the top M cached regions of each image.
             expected_clip: CLIP identity the cache must have been built with.
+            expected_dataset: registered dataset the cache must have been built for.
             skip_missing_regions: an image missing from the cache gets no regions (counted
                 warning) instead of an error.
         """
@@ -39,6 +42,7 @@ class ViLDDatasetMapper(DatasetMapper):
         self.region_cache_dir = region_cache_dir
         self.num_cached_proposals = num_cached_proposals
         self.expected_clip = expected_clip
+        self.expected_dataset = expected_dataset
         self.skip_missing_regions = skip_missing_regions
         self.num_missing = 0
         self._cache = None  # opened lazily, once per DataLoader worker
@@ -58,18 +62,45 @@ class ViLDDatasetMapper(DatasetMapper):
         ret.update(region_cache_dir=cfg.MODEL.VILD.REGION_CACHE_DIR if use_cache else "",
                    num_cached_proposals=cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,
                    expected_clip=clip_identity(cfg.MODEL.VILD.CLIP_MODEL) if use_cache else None,
+                   expected_dataset=(cfg.MODEL.VILD.REGION_CACHE_DATASET or cfg.DATASETS.TRAIN[0]) if use_cache else "",
                    skip_missing_regions=cfg.DATASETS.VILD.SKIP_MISSING_REGIONS)
         return ret
 
     @property
     def cache(self) -> RegionCache:
         if self._cache is None:
-            self._cache = RegionCache(self.region_cache_dir, expected={"clip": self.expected_clip})
+            self._cache = RegionCache(self.region_cache_dir, expected={"clip": self.expected_clip,
+                                                                       "dataset": self.expected_dataset or None})
             if self._cache.manifest["num_proposals"] < self.num_cached_proposals:
-                logger.warning("region cache %s holds %d proposals per image, fewer than NUM_CACHED_PROPOSALS=%d",
-                               self.region_cache_dir, self._cache.manifest["num_proposals"],
-                               self.num_cached_proposals)
+                raise CacheMismatchError(
+                    f"region cache {self.region_cache_dir} holds {self._cache.manifest['num_proposals']} proposals per "
+                    f"image but MODEL.VILD.NUM_CACHED_PROPOSALS is {self.num_cached_proposals}: lower the key to at "
+                    "most that, or rebuild the cache with more proposals")
         return self._cache
+
+    def check_cache_covers(self, image_ids: Sequence[int]) -> None:
+        """The training images and the cache's images must be the same set: an image id the dataset
+        lacks means a cache of other data; a training image the cache lacks has no regions (allowed
+        only with ``skip_missing_regions``)."""
+        wanted = {int(i) for i in image_ids}
+        have = self.cache.image_ids()
+        foreign, missing = have - wanted, wanted - have
+        where = f"region cache {self.region_cache_dir} (dataset {self.cache.manifest.get('dataset')!r})"
+        if foreign:
+            raise CacheMismatchError(f"{where} holds {len(foreign)} image ids the training set does not have "
+                                     f"(e.g. {sorted(foreign)[:3]}): it was built for other data; rebuild it for "
+                                     "DATASETS.TRAIN or point MODEL.VILD.REGION_CACHE_DIR to the matching cache")
+        if missing and not self.skip_missing_regions:
+            raise CacheMismatchError(f"{where} lacks {len(missing)} of the {len(wanted)} training images (e.g. "
+                                     f"{sorted(missing)[:3]}): finish or rebuild the cache, or set "
+                                     "DATASETS.VILD.SKIP_MISSING_REGIONS=True to train them without ViLD-image")
+        if missing:
+            logger.warning("%s lacks %d of %d training images: they train without ViLD-image", where, len(missing),
+                           len(wanted))
+
+    def __call__(self, dataset_dict):
+        with image_errors_named(dataset_dict):
+            return super().__call__(dataset_dict)
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         super()._transform_annotations(dataset_dict, transforms, image_shape)

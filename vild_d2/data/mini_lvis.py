@@ -19,15 +19,16 @@ labelled: each image's ``neg_category_ids`` is a random sample of its absent cat
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
+
+from ..utils import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -145,23 +146,9 @@ def _render(s: MiniLVISSettings, split: str, index: int, by_group: Dict[str, Lis
         _paint(img, mask, cid)
         objects.append({"category_id": cid, "segmentation": [poly],
                         "bbox": [float(v) for v in mask_utils.toBbox(rle)], "area": float(mask_utils.area(rle))})
-    _atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="JPEG", quality=JPEG_QUALITY))
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="JPEG", quality=JPEG_QUALITY)
     return objects
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write ``path`` through ``write(temporary name in the same folder)`` and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_json(path: Path, data, indent=None) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=indent)))
 
 
 def _image_ids(s: MiniLVISSettings, split: str) -> List[int]:
@@ -231,7 +218,7 @@ def build_mini_lvis(root, settings: MiniLVISSettings = MiniLVISSettings()) -> bo
     for folder in (root / "lvis", *(p[0].parent for p in paths.values())):
         folder.mkdir(parents=True, exist_ok=True)
     (root / MARKER).unlink(missing_ok=True)
-    _write_json(root / BUILDING, wanted)
+    write_json(root / BUILDING, wanted)
     by_group = {g: sorted(c["id"] for c in LVIS_CATEGORIES if c["frequency"] == g) for g in GROUP_WEIGHTS}
     next_ann_id = 1
     for split in SPLITS:
@@ -242,10 +229,10 @@ def build_mini_lvis(root, settings: MiniLVISSettings = MiniLVISSettings()) -> bo
         if freqs != set(GROUP_WEIGHTS):
             raise RuntimeError(f"mini-LVIS {split} split has objects of frequency groups {sorted(freqs)} only; "
                                "raise max_objects or the image size")
-        _write_json(jsons[split], data)
+        write_json(jsons[split], data)
         next_ann_id += len(data["annotations"])
         logger.info("wrote %s: %d images, %d annotations", jsons[split], len(data["images"]), len(data["annotations"]))
-    _write_json(root / MARKER, wanted, indent=1)
+    write_json(root / MARKER, wanted, indent=1)
     (root / BUILDING).unlink()
     logger.info("mini-LVIS written to %s (%d train, %d val images)", root, s.num_train, s.num_val)
     return True

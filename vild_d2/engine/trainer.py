@@ -1,7 +1,6 @@
 """The ViLD trainer: Detectron2's ``DefaultTrainer`` with the ViLD data mapper, open-vocabulary
 evaluators, a per-dataset inference vocabulary and a one-table summary (AP, APr, APc, APf)."""
 import contextlib
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -21,6 +20,8 @@ from ..config import load_config
 from ..data import ViLDDatasetMapper
 from ..evaluation import OVCOCOEvaluator
 from ..modeling.vocabulary import set_dataset_vocabulary
+from ..utils import exclusive, write_json
+from .checkpoint import VerifiedCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,17 @@ class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
         with _cpu_ddp(), _cpu_amp(cfg):
             super().__init__(cfg)
+
+    def build_hooks(self):
+        # DefaultTrainer made a DetectionCheckpointer just before; its hooks are to save through ours
+        old = self.checkpointer
+        self.checkpointer = VerifiedCheckpointer(old.model, old.save_dir, **old.checkpointables)
+        return super().build_hooks()
+
+    def train(self):
+        # one training per OUTPUT_DIR: a second job would overwrite its checkpoints
+        with exclusive(self.cfg.OUTPUT_DIR, "training") if comm.is_main_process() else contextlib.nullcontext():
+            return super().train()
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -137,9 +149,7 @@ class ViLDTrainer(DefaultTrainer):
             results[name] = super().test(one, model, [evaluators[idx]] if evaluators else None)
         if comm.is_main_process() and results:
             logger.info("ViLD evaluation summary:\n%s", summary_table(results))
-            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=1)
+            write_json(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), results)
         return results
 
 
@@ -156,6 +166,8 @@ def training_records(cfg, mapper: ViLDDatasetMapper):
         raise ValueError("ViLD trains from RPN proposals without keypoints: set MODEL.LOAD_PROPOSALS and "
                          "MODEL.KEYPOINT_ON to False")
     records = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+    if mapper.region_cache_dir:  # a cache of other data, settings or CLIP is refused before training starts
+        mapper.check_cache_covers([r["image_id"] for r in records])
     if not cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         return records
     cached = mapper.cache if mapper.region_cache_dir and cfg.DATASETS.VILD.KEEP_IMAGES_WITH_REGIONS else ()
@@ -200,6 +212,9 @@ def setup_cfg(args):
     datasets named in ``DATASETS.VILD.REGISTER`` registered."""
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    if comm.is_main_process() and not getattr(args, "eval_only", False):
+        with exclusive(cfg.OUTPUT_DIR, "training"):
+            pass  # a job still training into OUTPUT_DIR: stop now, before anything there is rewritten
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
     return cfg

@@ -186,6 +186,9 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         """ViLD-image L1 loss: sum over D of |region embedding - CLIP embedding|, mean over R
         (both L2-normalised). ``x``: R x C box-head features of cached proposals."""
         emb = self.embed(x, "image")
+        if clip_embeds.shape[1] != emb.shape[1]:
+            raise ValueError(f"the region cache holds D={clip_embeds.shape[1]} CLIP embeddings but the text embeddings "
+                             f"have D={emb.shape[1]}: build both with the same MODEL.VILD.CLIP_MODEL")
         with _float32(emb):
             target = F.normalize(clip_embeds.float(), dim=1)
             return (emb - target).abs().sum(1).mean()

@@ -7,13 +7,30 @@ Training vocabulary: ``MODEL.VILD.TEXT_EMBEDDINGS`` for the classes of ``DATASET
 ViLD-ensemble: ``DATASETS.VILD.NOVEL_CLASS_IDS``, else the test dataset's metadata.
 Shapes: K classes, D embedding dimension.
 """
-from typing import Dict, List, Optional, Sequence
+import contextlib
+from typing import Dict, Iterator, List, Optional, Sequence
 
+import torch
 from detectron2.data import MetadataCatalog
 
 from ..text_classifier import cached_text_classifier, clip_identity, load_text_classifier
 
-__all__ = ["resolve_vocabularies", "dataset_class_names"]
+__all__ = ["resolve_vocabularies", "dataset_class_names", "vocabulary_placeholders"]
+
+_placeholder_dim: Optional[int] = None
+
+
+@contextlib.contextmanager
+def vocabulary_placeholders(dim: int) -> Iterator[None]:
+    """Models built inside the block read no classifier file: both vocabularies are K x ``dim``
+    zeros (K = ``MODEL.ROI_HEADS.NUM_CLASSES``), for inference with a vocabulary set afterwards
+    (``set_vocabulary``) on a trained model, whose weights never hold the text embeddings."""
+    global _placeholder_dim
+    previous, _placeholder_dim = _placeholder_dim, dim
+    try:
+        yield
+    finally:
+        _placeholder_dim = previous
 
 
 def dataset_class_names(names: Sequence[str]) -> Optional[List[str]]:
@@ -35,10 +52,14 @@ def _load(cfg, key: str, datasets: Sequence[str], path: Optional[str] = None):
         path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, datasets[0], cfg.MODEL.VILD.CLIP_MODEL,
                                       cfg.MODEL.VILD.PROMPT_TEMPLATES or None, device=cfg.MODEL.DEVICE)
     return load_text_classifier(path, expected_names=names, expected_clip=clip_identity(cfg.MODEL.VILD.CLIP_MODEL),
-                                config_key=f"MODEL.VILD.{key}")
+                                config_key=f"MODEL.VILD.{key}",
+                                allow_without_sidecar=cfg.MODEL.VILD.ALLOW_CLASSIFIER_WITHOUT_SIDECAR)
 
 
 def resolve_vocabularies(cfg) -> Dict:
+    if _placeholder_dim is not None:
+        zeros = torch.zeros(cfg.MODEL.ROI_HEADS.NUM_CLASSES, _placeholder_dim)  # K x D
+        return {"train_embeddings": zeros, "test_embeddings": zeros, "test_class_names": None, "novel_class_ids": []}
     train_emb, _ = _load(cfg, "TEXT_EMBEDDINGS", cfg.DATASETS.TRAIN)
     if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(train_emb):
         raise ValueError(

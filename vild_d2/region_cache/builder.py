@@ -6,6 +6,7 @@ job take shards ``k % world_size == rank`` and rank 0 writes the manifest once a
 Per-shard work never depends on the rank, so the bytes equal a single-process build (given the
 same device and thread count). Shapes: M proposals, S scales, D embedding dim.
 """
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,6 +24,8 @@ from tqdm import tqdm
 from ..crops import clip_crops
 from ..text_classifier import clip_identity
 from .proposals import select_proposals
+from ..data.records import image_errors_named
+from ..utils import exclusive, read_json, write_json
 from .storage import CacheMismatchError, shard_name, write_manifest, write_shard
 
 logger = logging.getLogger(__name__)
@@ -75,16 +78,24 @@ class _Images(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i):
-        image = read_image(self.records[i]["file_name"], format="RGB")  # H x W x 3 uint8
+        with image_errors_named(self.records[i]):
+            image = read_image(self.records[i]["file_name"], format="RGB")  # H x W x 3 uint8
         return i, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # 3 x H x W
 
 
 def build_region_cache(out_dir, records: List[Dict], proposal_source: Callable, clip_model, clip_spec: str,
                        settings: RegionCacheSettings = RegionCacheSettings(), dataset_name: str = "",
                        num_workers: int = 2) -> Path:
-    """Build (or resume) a region cache for ``records`` (Detectron2 dataset dicts) in ``out_dir``."""
+    """Build (or resume) a region cache for ``records`` (Detectron2 dataset dicts) in ``out_dir``.
+    One job at a time: a second build into the same folder stops with :class:`BusyError`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out, "region cache build") if comm.get_rank() == 0 else contextlib.nullcontext():
+        comm.synchronize()
+        return _build(out, records, proposal_source, clip_model, clip_spec, settings, dataset_name, num_workers)
+
+
+def _build(out: Path, records, proposal_source, clip_model, clip_spec, settings, dataset_name, num_workers) -> Path:
     records = sorted(records, key=lambda r: r["image_id"])
     visual = clip_model.visual.eval()
     fields = settings.manifest_fields(clip_identity(clip_spec), int(clip_model.text_projection.shape[1]),
@@ -130,11 +141,9 @@ def _claim(out: Path, fields: Dict) -> None:
     """Record the build's settings; a folder holding a cache of other settings is never mixed."""
     path = out / "build.json"
     if comm.get_rank() == 0 and not path.is_file():
-        tmp = path.with_name("build.json.tmp")
-        tmp.write_text(json.dumps(fields, indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_json(path, fields, sort_keys=True)
     comm.synchronize()
-    have = json.loads(path.read_text())
+    have = read_json(path, "region cache build record")
     if have != fields:
         diff = {k: (have.get(k), v) for k, v in fields.items() if have.get(k) != v}
         raise CacheMismatchError(f"{out} holds a region cache built with other settings (found, wanted): "

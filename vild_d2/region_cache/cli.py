@@ -22,7 +22,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", required=True, help="ViLD config: CLIP_MODEL, NUM_CACHED_PROPOSALS, "
                    "CROP_SCALES, REGION_CACHE_DIR and DATASETS.TRAIN are read from it")
     p.add_argument("--dataset", default="", help="registered dataset (default: DATASETS.TRAIN[0])")
-    p.add_argument("--proposals", default="", help="Detectron2 proposal file (PROPOSAL_FILES pickle)")
+    p.add_argument("--proposals", default="", help="proposal file (.npz; see tools/convert_proposals.py)")
+    p.add_argument("--allow-pickle", action="store_true", help="read a pickled Detectron2 proposal file "
+                   "(as plain data only)")
     p.add_argument("--detector-config", default="", help="config of a trained class-agnostic detector / RPN")
     p.add_argument("--detector-weights", default="", help="its weights")
     p.add_argument("--output", default="", help="cache folder (default: MODEL.VILD.REGION_CACHE_DIR)")
@@ -51,7 +53,7 @@ def build_from_args(args) -> None:
         raise ValueError("give exactly one proposal source: --proposals FILE, or --detector-config and "
                          "--detector-weights")
     if args.proposals:
-        source = ProposalFileSource(args.proposals)
+        source = ProposalFileSource(args.proposals, allow_pickle=args.allow_pickle)
     else:
         det_cfg = load_config(args.detector_config or args.config_file)
         source = detector_proposal_source(det_cfg, args.detector_weights, cfg.MODEL.VILD.NUM_CACHED_PROPOSALS,

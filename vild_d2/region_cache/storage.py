@@ -13,7 +13,6 @@ Layout of a cache folder::
 Shapes: S images in a shard, P regions in a shard (sum of per-image counts <= M), D dim.
 Every write goes to a temporary name and is renamed, so a reader never sees half a shard.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -23,10 +22,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils import file_sha256, read_json, write_json
+
 ARRAYS = ("index", "boxes", "embeds", "scores")
 
 __all__ = ["shard_name", "write_shard", "RegionCache", "CorruptCacheError", "CacheMismatchError",
-           "write_manifest", "file_sha256"]
+           "write_manifest"]
 
 
 class CorruptCacheError(RuntimeError):
@@ -39,14 +40,6 @@ class CacheMismatchError(ValueError):
 
 def shard_name(k: int) -> str:
     return f"shard_{k:05d}"
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_shard(root, k: int, image_ids: Sequence[int], boxes: List[np.ndarray], embeds: List[np.ndarray],
@@ -78,10 +71,7 @@ def write_shard(root, k: int, image_ids: Sequence[int], boxes: List[np.ndarray],
 
 
 def write_manifest(root, manifest: Dict) -> None:
-    path = Path(root) / "manifest.json"
-    tmp = path.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(Path(root) / "manifest.json", manifest, sort_keys=True)
 
 
 class RegionCache:
@@ -97,7 +87,7 @@ class RegionCache:
         if not path.is_file():
             raise FileNotFoundError(f"no region cache at {self.root} (manifest.json missing): build it with "
                                     "tools/build_region_cache.py, or finish an interrupted build by rerunning it")
-        self.manifest = json.loads(path.read_text())
+        self.manifest = read_json(path, "region cache manifest")
         for key, want in (expected or {}).items():
             have = self.manifest.get(key)
             if want is not None and have != want:
@@ -132,6 +122,9 @@ class RegionCache:
 
     def __len__(self) -> int:
         return len(self._where)
+
+    def image_ids(self) -> set:
+        return set(self._where)
 
     def __contains__(self, image_id: int) -> bool:
         return int(image_id) in self._where

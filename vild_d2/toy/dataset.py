@@ -10,7 +10,6 @@ Layout under ``root``::
 (novel) annotation while the rare objects stay in the pixels, as in ViLD's LVIS setting.
 """
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from ..utils import exclusive, read_json, write_json
 from .scenes import render_scene, toy_categories
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _lvis_json(split, records, categories, keep_rare: bool, counts: Dict[int, Li
 
 def read_settings(root) -> dict:
     path = Path(root) / "settings.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "toy world settings") if path.is_file() else {}
 
 
 def build_toy_world(root, settings: ToyWorldSettings = ToyWorldSettings(), workers: int = 2) -> bool:
@@ -122,9 +122,15 @@ def build_toy_world(root, settings: ToyWorldSettings = ToyWorldSettings(), worke
 
     The world is built in a temporary sibling folder and renamed into place, so a killed
     run leaves nothing half-written. A ``root`` holding a world made with other settings
-    raises :class:`ToyWorldMismatchError` instead of being overwritten.
+    raises :class:`ToyWorldMismatchError` instead of being overwritten. One job builds a root at a
+    time; a second one waits and then finds the world built.
     """
     root = Path(root)
+    with exclusive(root.parent, "toy world build", name=f".{root.name}.lock", wait=True):
+        return _build(root, settings, workers)
+
+
+def _build(root: Path, settings: ToyWorldSettings, workers: int) -> bool:
     wanted = dataclasses.asdict(settings)
     existing = read_settings(root)
     if existing == wanted:
@@ -153,8 +159,8 @@ def build_toy_world(root, settings: ToyWorldSettings = ToyWorldSettings(), worke
         for split, records, keep_rare in (("train_base", train, False), ("train_full", train, True),
                                           ("val", val, True)):
             data = _lvis_json(split.split("_")[0], records, categories, keep_rare, counts)
-            (tmp / SPLIT_FILES[split]).write_text(json.dumps(data))
-        (tmp / "settings.json").write_text(json.dumps(wanted, indent=1))
+            write_json(tmp / SPLIT_FILES[split], data, indent=None)
+        write_json(tmp / "settings.json", wanted)  # last: marks the world complete
         if root.exists():
             root.rmdir()  # empty, checked above
         os.chmod(tmp, 0o755)  # mkdtemp makes it private

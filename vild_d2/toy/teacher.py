@@ -13,7 +13,6 @@ state_dict that the unmodified ``clip.load(path, jit=False)`` loads, the same pa
 with OpenAI's checkpoints. Shapes: B crops in a batch, K categories, T templates, L tokens.
 """
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from ..crops import clip_crops
 from ..region_cache import embed_regions
+from ..utils import atomic_path, cache_key, exclusive, is_sealed, seal, verify_file, write_json
 from .dataset import SPLIT_FILES, read_settings
 from .scenes import COLOURS, SHAPES, toy_categories
 
@@ -251,8 +251,8 @@ def crop_geometry(model: CLIP, world_root, split: str = "val", scales=(1.0, 1.5)
 
 def teacher_path(world_root, s: TeacherSettings = TeacherSettings()) -> Path:
     """Cache path keyed by the teacher settings and the toy world's settings."""
-    key = json.dumps([dataclasses.asdict(s), read_settings(world_root)], sort_keys=True)
-    return Path(world_root) / "teacher" / f"toy_clip_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+    key = cache_key(dataclasses.asdict(s), read_settings(world_root), length=12)
+    return Path(world_root) / "teacher" / f"toy_clip_{key}.pt"
 
 
 STABLE_NAME = "toy_clip.pt"  # configs name this; it links to the last teacher ensured
@@ -276,19 +276,24 @@ def ensure_teacher(world_root, s: TeacherSettings = TeacherSettings()) -> Path:
     ``teacher/toy_clip.pt`` is (hard-)linked to it for the configs.
     """
     path = teacher_path(world_root, s)
-    if path.is_file():
-        logger.info("toy CLIP teacher cached at %s", path)
-        _link_stable(path)
-        return path
+    # one trainer per teacher; a second job waits for it and then reuses its result
+    with exclusive(path.parent, "toy CLIP teacher training", name=f".{path.stem}.lock", wait=True):
+        if path.is_file() and is_sealed(path):
+            verify_file(path, "toy CLIP teacher")
+            logger.info("toy CLIP teacher cached at %s", path)
+        else:
+            _train_and_save(world_root, s, path)
+    _link_stable(path)
+    return path
+
+
+def _train_and_save(world_root, s: TeacherSettings, path: Path) -> None:
     model = train_toy_clip(world_root, s)
     report = {"settings": dataclasses.asdict(s),
               "zero_shot_val": {f"{k}x": zero_shot_accuracy(model, world_root, "val", k) for k in (1.0, 1.5)},
               "crop_geometry_val": crop_geometry(model, world_root, "val")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    path.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
-    _link_stable(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(model.state_dict(), f)
+    write_json(path.with_suffix(".json"), report)
+    seal(path)
     logger.info("toy CLIP teacher saved to %s; zero-shot on val: %s", path, report["zero_shot_val"])
-    return path

@@ -1,0 +1,82 @@
+"""Checkpoints that are never half-written, verified before use, and never run code on load."""
+import logging
+import os
+from pathlib import Path
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from ..utils import atomic_path, restricted_unpickle, seal, verify_file, write_text
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VerifiedCheckpointer", "load_trained_weights"]
+
+
+class VerifiedCheckpointer(DetectionCheckpointer):
+    """Detectron2's checkpointer with three changes:
+
+    * ``save`` writes ``<name>.pth`` under a temporary name, renames it and seals it
+      (``<name>.pth.sha256``); the ``last_checkpoint`` tag is replaced the same way. A job killed
+      while saving leaves the previous checkpoint as the one to resume from.
+    * A sealed file is loaded only when it matches its seal; ``.pkl`` weights (Detectron2's model
+      zoo format) are read by :func:`vild_d2.utils.restricted_unpickle`, so they cannot run code.
+    * The last load's missing / mismatched keys are kept in ``self.incompatible``.
+    """
+
+    incompatible = None
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict(), **{k: v.state_dict() for k, v in self.checkpointables.items()},
+                **kwargs}
+        path = Path(self.save_dir) / f"{name}.pth"
+        self.logger.info("Saving checkpoint to %s", path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: the archive's folder is "archive"
+            torch.save(data, f)
+        seal(path)
+        self.tag_last_checkpoint(path.name)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        write_text(Path(self.save_dir) / "last_checkpoint", last_filename_basename)
+
+    def _load_file(self, filename: str):
+        if os.path.isfile(filename):
+            verify_file(filename, "checkpoint", recover="delete it and its .sha256 file; --resume then starts from "
+                        "the checkpoint named in last_checkpoint, or from MODEL.WEIGHTS")
+        if not filename.endswith(".pkl"):
+            return super()._load_file(filename)
+        data = restricted_unpickle(filename)
+        if "model" in data and "__author__" in data:  # Detectron2 model zoo format
+            return data
+        weights = data.get("blobs", data)  # Caffe2 detection models keep them under "blobs"
+        weights = {k: v for k, v in weights.items() if not k.endswith("_momentum")}
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+def load_trained_weights(model, path: str, save_dir: str = "", resume: bool = False) -> None:
+    """Load a trained model for inference (``--eval-only``, ``demo.py``): ``path``, or with
+    ``resume`` the last checkpoint in ``save_dir``. Every parameter must come from the file:
+    Detectron2 only warns about missing ones, and an evaluation of the untrained heads that
+    follows would report noise as results."""
+    checkpointer = VerifiedCheckpointer(model, save_dir)
+    resuming = resume and checkpointer.has_checkpoint()
+    if not path and not resuming:
+        raise ValueError("no weights given: set MODEL.WEIGHTS to a trained model (model_final.pth)")
+    if not resuming and "://" not in path and not os.path.isfile(path):
+        raise FileNotFoundError(f"MODEL.WEIGHTS {path} not found")
+    checkpointer.resume_or_load(path, resume=resume)
+    inc = checkpointer.incompatible
+    params = {name for name, _ in model.named_parameters()}
+    missing = sorted(k for k in (inc.missing_keys if inc else []) if k in params)
+    wrong = sorted(k for k, _, _ in (inc.incorrect_shapes if inc else []))
+    if missing or wrong:
+        bad = sorted(set(missing) | set(wrong))
+        raise ValueError(f"MODEL.WEIGHTS {path} does not fit this model: {len(bad)} parameters missing or of "
+                         f"another shape (e.g. {bad[:3]}); they would stay untrained. Give the "
+                         "model_final.pth trained with this config (same MODEL.VILD.MODE and vocabulary size)")
