@@ -28,6 +28,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import launch
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from .config import check_same_backbone, load_config
@@ -176,6 +177,9 @@ class Recipe:
         if comm.is_main_process():  # the full config, for train_net.py --eval-only and reruns by hand
             Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
             (Path(cfg.OUTPUT_DIR) / "config.yaml").write_text(cfg.dump())
+        # as train_net.py's default_setup does: SEED (+ rank) for torch, numpy and random, so that a
+        # stage rerun from scratch gives the same weights (given the same thread count)
+        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
         trainer = ViLDTrainer(cfg)
         trainer.resume_or_load(resume=True)  # a killed stage resumes from its last checkpoint
         trainer.train()

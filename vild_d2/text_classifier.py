@@ -275,6 +275,9 @@ def cached_text_classifier(cache_dir, vocabulary: str, clip_spec: str, templates
             return path
         logger.info("building text classifier for %d classes x %d templates with CLIP %s", len(names),
                     len(templates), clip_spec)
-        model = load_clip(clip_spec, device)
+        # CLIP's constructor draws its (then overwritten) initial weights: keep the caller's random
+        # state, so that a training that builds its classifiers equals one that finds them cached
+        with torch.random.fork_rng(devices=[]):
+            model = load_clip(clip_spec, device)
         emb = encode_classes(model, synonyms, templates, batch_size=batch_size, use_synonyms=use_synonyms)
         return save_text_classifier(path, emb, names, meta)

@@ -1,16 +1,21 @@
-"""Checkpoints that are never half-written, verified before use, and never run code on load."""
+"""Checkpoints that are never half-written, verified before use, and never run code on load; and
+what a resumed training needs to continue as if never stopped (random states, data position)."""
+import itertools
 import logging
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data.samplers import TrainingSampler
 
 from ..utils import atomic_path, restricted_unpickle, seal, verify_file, write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VerifiedCheckpointer", "load_trained_weights"]
+__all__ = ["VerifiedCheckpointer", "load_trained_weights", "RandomStates", "ResumableTrainingSampler"]
 
 
 class VerifiedCheckpointer(DetectionCheckpointer):
@@ -80,3 +85,35 @@ def load_trained_weights(model, path: str, save_dir: str = "", resume: bool = Fa
         raise ValueError(f"MODEL.WEIGHTS {path} does not fit this model: {len(bad)} parameters missing or of "
                          f"another shape (e.g. {bad[:3]}); they would stay untrained. Give the "
                          "model_final.pth trained with this config (same MODEL.VILD.MODE and vocabulary size)")
+
+
+class RandomStates:
+    """A checkpointable holding the process's torch, numpy and Python random states, so that a
+    resumed training draws what the uninterrupted one would have (ROI sampling, and the data
+    augmentation when ``DATALOADER.NUM_WORKERS`` is 0). Stored as tensors and lists: checkpoints
+    load with ``weights_only``."""
+
+    def state_dict(self):
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        return {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+                "python": [version, list(internal), gauss_next]}
+
+    def load_state_dict(self, state):
+        torch.set_rng_state(state["torch"])
+        keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
+class ResumableTrainingSampler(TrainingSampler):
+    """Detectron2's infinite shuffled sampler, able to start ``skip`` indices into its stream
+    (set by the trainer after resuming at iteration k: k x images per batch per process). A resumed
+    training then sees the images the uninterrupted one would have, instead of the first ones again."""
+
+    skip = 0
+
+    def __iter__(self):
+        start = self._rank + self.skip * self._world_size
+        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)

@@ -21,7 +21,7 @@ from ..data import ViLDDatasetMapper
 from ..evaluation import OVCOCOEvaluator
 from ..modeling.vocabulary import set_dataset_vocabulary
 from ..utils import exclusive, write_json
-from .checkpoint import VerifiedCheckpointer
+from .checkpoint import RandomStates, ResumableTrainingSampler, VerifiedCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,18 @@ class ViLDTrainer(DefaultTrainer):
     def build_hooks(self):
         # DefaultTrainer made a DetectionCheckpointer just before; its hooks are to save through ours
         old = self.checkpointer
-        self.checkpointer = VerifiedCheckpointer(old.model, old.save_dir, **old.checkpointables)
+        self.checkpointer = VerifiedCheckpointer(old.model, old.save_dir, rng=RandomStates(), **old.checkpointables)
         return super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume)
+        sampler = getattr(self.data_loader, "vild_sampler", None)
+        if sampler is not None:  # continue the data stream where the checkpoint left it
+            sampler.skip = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        # Start the data loader now, outside the random stream: creating its iterator draws a seed,
+        # which a run resumed after its checkpoint would otherwise draw from the restored state.
+        with torch.random.fork_rng(devices=[]):
+            self._trainer._data_loader_iter  # noqa: B018  (SimpleTrainer creates the iterator on first access)
 
     def train(self):
         # one training per OUTPUT_DIR: a second job would overwrite its checkpoints
@@ -109,7 +119,11 @@ class ViLDTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = ViLDDatasetMapper(cfg, is_train=True)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=training_records(cfg, mapper))
+        records = training_records(cfg, mapper)
+        sampler = ResumableTrainingSampler(len(records))  # seed shared by the processes, drawn after SEED
+        loader = build_detection_train_loader(cfg, mapper=mapper, dataset=records, sampler=sampler)
+        loader.vild_sampler = sampler  # resume_or_load sets where the stream starts
+        return loader
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -1,0 +1,114 @@
+"""kill -9 at several points of the long jobs; each resumed run ends where an uninterrupted one does.
+(The region-cache builder's own kill test is in test_region_cache.py.)"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .conftest import INSTANT, REPO
+
+
+def _start(args, env):
+    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _kill_when(proc, ready, timeout=300):
+    """SIGKILL ``proc`` as soon as ``ready()`` holds; False when it ended first."""
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def _run(args, env):
+    proc = subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _train_args(toy_env, out, *flags):
+    return ["train_net.py", "--config-file", str(INSTANT), *flags, "MODEL.VILD.CLIP_MODEL", str(toy_env / "clip.pt"),
+            "MODEL.VILD.TEXT_CACHE_DIR", str(toy_env / "text_classifiers"), "OUTPUT_DIR", str(out),
+            "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0",
+            # batches of consecutive images (the toy images come in two orientations): see README, resuming
+            "DATALOADER.ASPECT_RATIO_GROUPING", "False"]
+
+
+def test_training_killed_then_resumed_equals_uninterrupted(toy_env, tmp_path):
+    """Killed after its second checkpoint (iteration 4 of 6), resumed with --resume: the final
+    weights equal an uninterrupted run's bit for bit (random states and data position restored)."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(toy_env), OMP_NUM_THREADS="1")
+    reference, out = tmp_path / "uninterrupted", tmp_path / "killed"
+    _run(_train_args(toy_env, reference), env)
+    proc = _start(_train_args(toy_env, out), env)
+    assert _kill_when(proc, lambda: (out / "model_0000003.pth.sha256").is_file()), "training ended before the kill"
+    assert not (out / "model_final.pth").exists()
+    _run(_train_args(toy_env, out, "--resume"), env)
+    ref, got = _weights(reference / "model_final.pth"), _weights(out / "model_final.pth")
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+
+
+def test_classifier_build_killed_then_rerun_is_identical(toy_env, tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(toy_env), OMP_NUM_THREADS="1")
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a photo of a {}.\na drawing of a {}.\n")
+
+    def args(out):
+        return ["tools/build_text_classifier.py", "--vocabulary", "toy", "coco", "--clip-model",
+                str(toy_env / "clip.pt"), "--output-dir", str(out), "--templates", str(templates)]
+
+    _run(args(tmp_path / "reference"), env)
+    out = tmp_path / "killed"
+    for name in ("toy", "coco"):  # while building the first, then the second classifier
+        assert _kill_when(_start(args(out), env), lambda: any(out.glob(f".{name}_*.lock"))), "it ended first"
+        assert not list(out.glob(f"{name}_*.npy")) or name == "coco", "killed while building, yet its file is there"
+    _run(args(out), env)
+    ref = sorted((tmp_path / "reference").glob("*.npy"))
+    assert [p.name for p in ref] == sorted(p.name for p in out.glob("*.npy")) and len(ref) == 2
+    for p in ref:
+        assert (out / p.name).read_bytes() == p.read_bytes()
+        a, b = (json.loads(p.with_suffix(".json").read_text()), json.loads((out / p.name).with_suffix(".json").read_text()))
+        assert {k: v for k, v in a.items() if k != "created"} == {k: v for k, v in b.items() if k != "created"}
+
+
+def test_pipeline_killed_in_three_stages_resumes_to_the_same_results(tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="2")
+
+    def args(out):
+        return ["-m", "vild_d2.pipeline", "--fast", "--output", str(out)]
+
+    _run(args(tmp_path / "reference"), env)
+    out = tmp_path / "killed"
+    points = [lambda: any(out.glob("rpn_*/last_checkpoint")),  # proposal network training
+              lambda: any(out.glob("region_cache_*/build.json")),  # region cache
+              lambda: any(out.glob("vild_*/last_checkpoint"))]  # ViLD training
+    for ready in points:
+        assert _kill_when(_start(args(out), env), ready), "the pipeline ended before the kill"
+    log = _run(args(out), env)
+    assert "cached, skipped" in log
+    results = [json.loads(next(Path(d).glob("vild_*/eval_results.json")).read_text()) for d in (tmp_path / "reference", out)]
+    assert results[0] == results[1]
+    for pattern in ("rpn_*/model_final.pth", "vild_*/model_final.pth"):
+        ref, got = (_weights(next(Path(d).glob(pattern))) for d in (tmp_path / "reference", out))
+        assert all(torch.equal(ref[k], got[k]) for k in ref), pattern
+    caches = [next(Path(d).glob("region_cache_*")) for d in (tmp_path / "reference", out)]
+    assert [json.loads((c / "manifest.json").read_text())["shards"] for c in caches][0] == \
+        json.loads((caches[1] / "manifest.json").read_text())["shards"]
+    np.testing.assert_array_equal(*(np.load(c / "shard_00000" / "embeds.npy") for c in caches))
