@@ -380,10 +380,13 @@ def test_demo_without_readable_inputs_fails(env, tmp_path, instant_run, monkeypa
     assert not list(tmp_path.rglob("*.png"))[1:]  # broken.png only
 
 
-@pytest.mark.parametrize("vocabulary,pattern", [(" , ", "empty vocabulary"),
+@pytest.mark.parametrize("vocabulary,pattern", [(" , ", "empty vocabulary"), ("FILE", "empty vocabulary"),
                                                 ("ruby,medic,ruby", "names \\['ruby'\\] more than once")])
 def test_demo_refuses_empty_and_duplicated_vocabularies(env, tmp_path, instant_run, monkeypatch, vocabulary, pattern):
     run, _ = instant_run
+    if vocabulary == "FILE":  # a vocabulary file of blank lines
+        vocabulary = str(tmp_path / "classes.txt")
+        Path(vocabulary).write_text("\n \n")
     refused(lambda: demo(monkeypatch, *_demo_args(env, tmp_path, run, ["x.png"], vocabulary)), ValueError, pattern,
             tmp_path)
 
@@ -397,6 +400,7 @@ def test_demo_same_stem_in_two_folders_keeps_both(env, tmp_path, instant_run, mo
     assert demo(monkeypatch, *_demo_args(env, tmp_path, run, [str(tmp_path / "a/x.png"), str(tmp_path / "b/x.png")],
                                          "ruby,medic")) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
+    assert len(list((tmp_path / "text").glob("*.npy"))) == 1  # the custom vocabulary's classifier alone
     assert min(Image.open(tmp_path / "out" / "a_x.png").size) >= 480  # a 128 px image is drawn upscaled
     written = json.loads((tmp_path / "out" / "a_x.json").read_text()), json.loads((tmp_path / "out" / "b_x.json").read_text())
     assert [w["image"] for w in written] == [str(tmp_path / "a/x.png"), str(tmp_path / "b/x.png")]
