@@ -25,7 +25,7 @@ from PIL import Image
 from vild_d2 import add_vild_config
 from vild_d2.crops import clip_crops
 from vild_d2.data import ViLDDatasetMapper
-from vild_d2.region_cache.builder import embed_regions
+from vild_d2.crops import embed_regions
 from vild_d2.region_cache.storage import write_manifest, write_shard
 from vild_d2.toy import TOY_PREFIX
 

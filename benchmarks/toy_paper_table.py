@@ -23,7 +23,7 @@ from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.data.builtin import default_toy_root
+from vild_d2.toy import default_toy_root
 from vild_d2.pipeline import FAST, VAL, Pipeline, PipelineSettings
 from vild_d2.toy import SPLIT_FILES, TOY_PREFIX, toy_categories
 
@@ -66,7 +66,7 @@ def model_diagnostics(pipe_out, kind: str):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from vild_d2.engine import ViLDTrainer
-    from vild_d2.modeling.diagnostics import distillation_fit, object_embedding_accuracy
+    from vild_d2.evaluation import distillation_fit, object_embedding_accuracy
     from vild_d2.region_cache import RegionCache
 
     model = ViLDTrainer.build_model(cfg)
@@ -84,7 +84,7 @@ def model_diagnostics(pipe_out, kind: str):
 def detection_breakdown(pipe_out, gt: dict):
     """Where the run's confident validation detections land (see confident_detection_breakdown);
     ``gt``: the validation json dict."""
-    from vild_d2.modeling.diagnostics import confident_detection_breakdown
+    from vild_d2.evaluation import confident_detection_breakdown
 
     novel = [c["id"] for c in gt["categories"] if c["frequency"] == "r"]
     return confident_detection_breakdown(Pipeline.lvis_results(pipe_out["vild_cfg"]), gt, novel)

@@ -4,7 +4,7 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.data.builtin import default_toy_root
+from vild_d2.toy import default_toy_root
 from vild_d2.toy import ToyWorldSettings, build_toy_world
 
 

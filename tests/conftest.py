@@ -4,10 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
-from vild_d2 import add_vild_config
+from vild_d2.config import load_config
 from vild_d2.text_classifier import clip_identity, save_text_classifier
 from vild_d2.toy import TOY_PREFIX
 
@@ -28,7 +27,7 @@ def toy_env(tmp_path_factory):
     """<tmp>/TOY_PREFIX: a 10 + 4 image toy world registered as ``tiny_toy_*``; <tmp>/clip.pt: a
     random toy-sized CLIP that ``clip.load`` accepts. Subprocesses see the world as ``TOY_PREFIX_*``
     with ``DETECTRON2_DATASETS=<tmp>``."""
-    from vild_d2.data.builtin import register_toy_world
+    from vild_d2.toy import register_toy_world
     from vild_d2.toy import ToyWorldSettings, build_toy_world
     from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
 
@@ -43,9 +42,7 @@ def toy_env(tmp_path_factory):
 @pytest.fixture
 def toy_cfg(tmp_path):
     """Frozen-able toy config whose train/test classifiers are random 64-d files."""
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(str(TOY_CFG))
+    cfg = load_config(TOY_CFG, register=False)
     ident = clip_identity(cfg.MODEL.VILD.CLIP_MODEL)
     cfg.MODEL.VILD.TEXT_EMBEDDINGS = random_classifier(
         tmp_path / "train.npy", MetadataCatalog.get(f"{TOY_PREFIX}_train_base").thing_classes, clip=ident)

@@ -19,7 +19,7 @@ from detectron2.modeling import build_model
 
 from vild_d2.config import load_config
 from vild_d2.data import ViLDDatasetMapper
-from vild_d2.data.records import ImageReadError
+from vild_d2.data.images import ImageReadError
 from vild_d2.engine.checkpoint import VerifiedCheckpointer
 from vild_d2.recipe import RecipeSettings, Stage, run_recipe
 from vild_d2.region_cache import (CacheMismatchError, CorruptCacheError, RegionCacheSettings, build_region_cache,
@@ -145,6 +145,13 @@ def test_missing_clip_file_names_the_key(env, tmp_path, monkeypatch):
     refused(lambda: build_classifier_tool(monkeypatch, "--config-file", str(INSTANT), "--opts",
                                           *_opts(env, tmp_path, "MODEL.VILD.CLIP_MODEL", str(tmp_path / "nope.pt"))),
             FileNotFoundError, "MODEL.VILD.CLIP_MODEL .*nope.pt.*neither a file nor a known name", tmp_path)
+
+
+def test_missing_clip_file_is_not_called_a_classifier_mismatch(env, tmp_path):
+    path = _classifier(tmp_path, TRAIN, env)  # built with the session's CLIP file
+    cfg = load_config(INSTANT, _opts(env, tmp_path, "MODEL.VILD.TEXT_EMBEDDINGS", path, "MODEL.VILD.CLIP_MODEL",
+                                     str(tmp_path / "moved_away.pt")))
+    refused(lambda: build_model(cfg), FileNotFoundError, "MODEL.VILD.CLIP_MODEL .*moved_away.pt.*neither a file", tmp_path)
 
 
 def test_clip_file_of_random_bytes(env, tmp_path, monkeypatch):

@@ -1,10 +1,11 @@
-"""Every YAML under configs/ loads through get_cfg() + add_vild_config()."""
+"""Every YAML under configs/ loads through vild_d2.config.load_config (get_cfg + add_vild_config + the file)."""
 from pathlib import Path
 
 import pytest
 from detectron2.config import get_cfg
 
 from vild_d2 import add_vild_config
+from vild_d2.config import load_config
 from vild_d2.toy import TOY_PREFIX
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -18,9 +19,7 @@ def test_configs_exist():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_config_loads(path):
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(str(path))
+    cfg = load_config(path, register=False)
     assert cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
     assert cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK
 
@@ -29,8 +28,6 @@ def test_config_loads(path):
 @pytest.mark.parametrize("config", ["LVIS-OV/vild_ensemble_R50_FPN.yaml", "LVIS-OV/rpn_R50_FPN.yaml",
                                     "COCO-OV/vild_R50_FPN.yaml"])
 def test_overlay_applies_to_the_recipe_configs(config, overlay):
-    from vild_d2.config import load_config
-
     cfg = load_config(CONFIG_DIR / config, overlays=[overlay])
     assert "_BASE_:" not in overlay.read_text()
     assert cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == cfg.MODEL.FPN.NORM == "GN"
@@ -40,9 +37,7 @@ def test_overlay_applies_to_the_recipe_configs(config, overlay):
 @pytest.mark.parametrize("path", sorted((CONFIG_DIR / "toy").rglob("*.yaml")), ids=lambda p: p.name)
 def test_toy_configs_name_the_current_toy_world(path):
     # A new toy world changes TOY_PREFIX and these DATASETS together.
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(str(path))
+    cfg = load_config(path, register=False)
     for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
         assert name.startswith(f"{TOY_PREFIX}_"), f"{path.name}: {name} is not a {TOY_PREFIX} dataset"
 

@@ -1,5 +1,5 @@
 """Detection breakdown: confident detections counted by where they land, exact counts."""
-from vild_d2.modeling.diagnostics import confident_detection_breakdown
+from vild_d2.evaluation import confident_detection_breakdown
 
 
 def test_confident_detection_breakdown_counts_each_case():
@@ -23,7 +23,7 @@ def test_confident_detection_breakdown_counts_each_case():
 
 
 def test_novel_object_naming_takes_the_top_detection_on_each_novel_object():
-    from vild_d2.modeling.diagnostics import novel_object_naming
+    from vild_d2.evaluation import novel_object_naming
 
     gt = {"annotations": [
         {"image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},    # top detection names it 1

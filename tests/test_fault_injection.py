@@ -1,14 +1,12 @@
 """kill -9 at several points of the long jobs; each resumed run ends where an uninterrupted one does.
-(The region-cache builder's own kill test is in test_region_cache.py.)"""
+(The pipeline's kill test is in test_pipeline.py, the region-cache builder's in test_region_cache.py.)"""
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from .conftest import INSTANT, REPO
@@ -86,29 +84,3 @@ def test_classifier_build_killed_then_rerun_is_identical(toy_env, tmp_path):
         assert (out / p.name).read_bytes() == p.read_bytes()
         a, b = (json.loads(p.with_suffix(".json").read_text()), json.loads((out / p.name).with_suffix(".json").read_text()))
         assert {k: v for k, v in a.items() if k != "created"} == {k: v for k, v in b.items() if k != "created"}
-
-
-def test_pipeline_killed_in_three_stages_resumes_to_the_same_results(tmp_path):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="2")
-
-    def args(out):
-        return ["-m", "vild_d2.pipeline", "--fast", "--output", str(out)]
-
-    _run(args(tmp_path / "reference"), env)
-    out = tmp_path / "killed"
-    points = [lambda: any(out.glob("rpn_*/last_checkpoint")),  # proposal network training
-              lambda: any(out.glob("region_cache_*/build.json")),  # region cache
-              lambda: any(out.glob("vild_*/last_checkpoint"))]  # ViLD training
-    for ready in points:
-        assert _kill_when(_start(args(out), env), ready), "the pipeline ended before the kill"
-    log = _run(args(out), env)
-    assert "cached, skipped" in log
-    results = [json.loads(next(Path(d).glob("vild_*/eval_results.json")).read_text()) for d in (tmp_path / "reference", out)]
-    assert results[0] == results[1]
-    for pattern in ("rpn_*/model_final.pth", "vild_*/model_final.pth"):
-        ref, got = (_weights(next(Path(d).glob(pattern))) for d in (tmp_path / "reference", out))
-        assert all(torch.equal(ref[k], got[k]) for k in ref), pattern
-    caches = [next(Path(d).glob("region_cache_*")) for d in (tmp_path / "reference", out)]
-    assert [json.loads((c / "manifest.json").read_text())["shards"] for c in caches][0] == \
-        json.loads((caches[1] / "manifest.json").read_text())["shards"]
-    np.testing.assert_array_equal(*(np.load(c / "shard_00000" / "embeds.npy") for c in caches))

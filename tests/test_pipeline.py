@@ -1,36 +1,87 @@
-"""The main job end to end at tiny sizes: every stage leaves its artifact; a rerun skips them all."""
+"""The main job end to end at tiny sizes: every stage leaves its artifact, a rerun skips them all,
+and a run killed (kill -9) in any of its stages resumes to the same results."""
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from vild_d2.toy import TOY_PREFIX
 
 from .conftest import REPO
 
 
-def test_fast_pipeline_end_to_end_and_cached_rerun(tmp_path):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="2")
-    cmd = [sys.executable, "-m", "vild_d2.pipeline", "--fast", "--output", str(tmp_path / "demo")]
-    # two processes (gloo) for every stage of the recipe: the multi-GPU path on CPU
-    first = subprocess.run(cmd + ["--num-gpus", "2"], env=env, capture_output=True, text=True, cwd=REPO)
-    assert first.returncode == 0, first.stderr[-3000:]
-    log = first.stdout + first.stderr
+def _args(out):
+    return [sys.executable, "-m", "vild_d2.pipeline", "--fast", "--output", str(out)]
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    """(environment, output folder, log) of one uninterrupted ``python -m vild_d2.pipeline --fast``."""
+    base = tmp_path_factory.mktemp("pipeline")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(base / "data"), OMP_NUM_THREADS="2")
+    proc = subprocess.run(_args(base / "demo"), env=env, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return env, base / "demo", proc.stdout + proc.stderr
+
+
+def test_fast_pipeline_end_to_end_and_cached_rerun(fast_run):
+    env, demo, log = fast_run
     for header in ("APr", "APc", "APf", "AR@300", "novel val objects"):
         assert header in log
-    demo = tmp_path / "demo"
-    assert (tmp_path / "data" / TOY_PREFIX / "settings.json").is_file()
-    assert list((tmp_path / "data" / TOY_PREFIX / "teacher").glob("toy_clip_*.pt"))
+    data = Path(env["DETECTRON2_DATASETS"])
+    assert (data / TOY_PREFIX / "settings.json").is_file()
+    assert list((data / TOY_PREFIX / "teacher").glob("toy_clip_*.pt.sha256"))
     assert len(list((demo / "text_classifiers").glob("*.npy"))) == 2
-    assert list(demo.glob("rpn_*/model_final.pth")) and list(demo.glob(f"rpn_*/recall_{TOY_PREFIX}_val.json"))
+    assert list(demo.glob("rpn_*/model_final.pth.sha256")) and list(demo.glob(f"rpn_*/recall_{TOY_PREFIX}_val.json"))
     assert list(demo.glob("region_cache_*/manifest.json"))
     assert list(demo.glob("vild_*/eval_results.json"))
     assert len(list(demo.glob("vild_*/pictures/*.png"))) == 2
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    second = subprocess.run(_args(demo), env=env, capture_output=True, text=True, cwd=REPO)
     assert second.returncode == 0, second.stderr[-3000:]
     log2 = second.stdout + second.stderr
     assert log2.count("cached, skipped") == 8 and "running" not in log2
+
+
+def _kill_when(proc, ready, timeout=300):
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_pipeline_killed_in_three_stages_resumes_to_the_same_results(fast_run, tmp_path):
+    env, reference, _ = fast_run  # same world and teacher: the stages of the recipe are what is killed
+    out = tmp_path / "killed"
+    for ready in (lambda: any(out.glob("rpn_*/config.yaml")),  # proposal network training
+                  lambda: any(out.glob("region_cache_*/build.json")),  # region cache
+                  lambda: any(out.glob("vild_*/config.yaml"))):  # ViLD training
+        proc = subprocess.Popen(_args(out), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert _kill_when(proc, ready), "the pipeline ended before the kill"
+    proc = subprocess.run(_args(out), env=env, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = (reference, out)
+    results = [json.loads(next(d.glob("vild_*/eval_results.json")).read_text()) for d in runs]
+    assert results[0] == results[1]
+    for pattern in ("rpn_*/model_final.pth", "vild_*/model_final.pth"):
+        ref, got = (_weights(next(d.glob(pattern))) for d in runs)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), pattern
+    caches = [next(d.glob("region_cache_*")) for d in runs]
+    np.testing.assert_array_equal(*(np.load(c / "shard_00000" / "embeds.npy") for c in caches))
 
 
 def test_world_folder_must_be_the_registered_one(tmp_path):

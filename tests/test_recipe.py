@@ -56,7 +56,7 @@ def test_recipe_on_a_dataset_registered_only_in_the_config(toy_env, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="2")
     cmd = ["tools/run_recipe.py", "--config-file", vild, "--proposal-config", rpn, "--overlay", tiny,
            "--output", tmp_path / "out", "MODEL.VILD.CLIP_MODEL", toy_env / "clip.pt"]
-    log = _run(cmd, env)
+    log = _run(cmd[:-2] + ["--num-gpus", "2"] + cmd[-2:], env)  # every stage in two processes (gloo)
     assert "my_val" in log and "APr" in log
     out = tmp_path / "out"
     results = json.loads(next(out.glob("vild_*/eval_results.json")).read_text())

@@ -215,7 +215,7 @@ def test_two_process_gloo_build_is_byte_identical(world, tmp_path, monkeypatch):
 
 
 def test_cached_embedding_accuracy_counts_object_proposals(world, tmp_path):
-    from vild_d2.region_cache.diagnostics import cached_embedding_accuracy
+    from vild_d2.evaluation import cached_embedding_accuracy
 
     cache = RegionCache(_build(world, tmp_path / "c"))
     records = DatasetCatalog.get("tiny_toy_train_full")
@@ -232,7 +232,7 @@ def test_cached_embedding_accuracy_counts_object_proposals(world, tmp_path):
 
 
 def test_objects_of_an_image_without_cached_proposals_count_as_uncovered():
-    from vild_d2.region_cache.diagnostics import cached_embedding_accuracy
+    from vild_d2.evaluation import cached_embedding_accuracy
 
     class OneEmptyImage:  # the RegionCache interface the diagnostic uses
         def __contains__(self, image_id):

@@ -35,18 +35,23 @@ def batch(seed=0, num_regions=(5, 3)):
 
 @pytest.fixture(autouse=True)
 def event_storage():
-    with EventStorage():  # training steps log statistics to it
-        yield
+    with EventStorage() as storage:  # training steps log statistics to it
+        yield storage
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_train_and_inference_step(toy_cfg, mode):
+def test_train_and_inference_step(toy_cfg, mode, event_storage):
     toy_cfg.MODEL.VILD.MODE = mode
     torch.manual_seed(0)
     model = build_model(toy_cfg)
     model.train()
     losses = model(batch())
     assert ("loss_cls" in losses) == (mode != "image")
+    # Detectron2's classification statistics, read in TensorBoard, for every mode with a text loss
+    logged = event_storage.histories()
+    assert ("fast_rcnn/cls_accuracy" in logged and "fast_rcnn/fg_cls_accuracy" in logged) == (mode != "image")
+    if mode != "image":
+        assert 0.0 <= logged["fast_rcnn/cls_accuracy"].latest() <= 1.0
     assert ("loss_image" in losses) == (mode != "text")
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -146,7 +151,7 @@ def test_object_embedding_accuracy_counts_exactly(toy_env, toy_cfg, monkeypatch)
     """Heads forced to answer 'class 0' and 'background': accuracy = share of class-0 objects."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from vild_d2.modeling.diagnostics import object_embedding_accuracy
+    from vild_d2.evaluation import object_embedding_accuracy
 
     toy_cfg.MODEL.VILD.MODE = "ensemble"
     model = build_model(toy_cfg).eval()
@@ -171,7 +176,7 @@ def test_distillation_fit_groups_regions_exactly(toy_env, toy_cfg, monkeypatch):
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.structures import BoxMode
 
-    from vild_d2.modeling.diagnostics import distillation_fit
+    from vild_d2.evaluation import distillation_fit
 
     toy_cfg.MODEL.VILD.MODE = "image"
     model = build_model(toy_cfg).eval()

@@ -6,8 +6,15 @@ import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 from vild_d2.modeling import ViLDOutputLayers
+
+
+@pytest.fixture(autouse=True)
+def event_storage():
+    with EventStorage():  # the losses log Detectron2's classification statistics to it
+        yield
 
 E2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # K=2 classes, D=2
 

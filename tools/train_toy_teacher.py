@@ -7,7 +7,7 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.data.builtin import default_toy_root
+from vild_d2.toy import default_toy_root
 from vild_d2.toy.teacher import TeacherSettings, ensure_teacher
 
 

@@ -5,7 +5,7 @@ model components (``ViLDRCNN``, ``ViLDROIHeads``).
 """
 from .compat import patch_lvis_numpy, silence_known_warnings
 from .config import add_vild_config
-from . import data, modeling  # noqa: F401  (registers datasets and model components)
+from . import data, modeling, toy  # noqa: F401  (registers datasets and model components)
 
 patch_lvis_numpy()
 silence_known_warnings()

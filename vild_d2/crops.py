@@ -1,17 +1,19 @@
-"""Batched CLIP crops of regions: ``roi_align`` on decoded images instead of a PIL crop per box.
+"""Batched CLIP crops of regions (``roi_align`` on decoded images instead of a PIL crop per box)
+and their CLIP image embeddings.
 
-Shapes: N images, R regions, S the CLIP input resolution.
+Shapes: N images, R regions (M of one image), S the CLIP input resolution, D embedding dim.
 """
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 # CLIP's image normalisation (the same constants as clip.clip._transform), in 0-255 units.
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]) * 255.0
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]) * 255.0
 
-__all__ = ["scale_boxes", "clip_crops", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["scale_boxes", "clip_crops", "embed_regions", "CLIP_MEAN", "CLIP_STD"]
 
 
 def scale_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
@@ -42,3 +44,21 @@ def clip_crops(images: torch.Tensor, rois: torch.Tensor, size: int, scales: Sequ
     )  # (len(scales) * R) x 5
     crops = roi_align(images, all_rois, output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
     return (crops - mean) / std
+
+
+@torch.no_grad()
+def embed_regions(visual, image: torch.Tensor, boxes: torch.Tensor, scales: Sequence[float], combine: str,
+                  batch_size: int) -> torch.Tensor:
+    """M x D combined, L2-normalised CLIP embeddings of ``boxes`` (M x 4) in ``image`` (3 x H x W, 0-255)."""
+    device = next(visual.parameters()).device
+    dtype = next(visual.parameters()).dtype
+    rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1).to(device)  # M x 5
+    image = image.to(device=device, dtype=torch.float32)[None]
+    out = []
+    step = max(1, batch_size // len(scales))  # regions per forward: step * S crops
+    for start in range(0, len(rois), step):
+        chunk = rois[start:start + step]
+        crops = clip_crops(image, chunk, visual.input_resolution, scales)  # (S * m) x 3 x r x r
+        emb = F.normalize(visual(crops.to(dtype)).float(), dim=-1).view(len(scales), len(chunk), -1)  # S x m x D
+        out.append(emb[0] if combine == "first" else F.normalize(emb.sum(0), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, visual.output_dim, device=device)

@@ -11,27 +11,26 @@ finished stages and a changed setting redoes only what depends on it. Run as
 """
 import argparse
 import dataclasses
-import json
 import logging
-import time
+import os
+import shutil
 from pathlib import Path
 from typing import Dict, List
 
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
-from .data.builtin import default_toy_root
 from .engine import ViLDTrainer, summary_table
-from .modeling.diagnostics import novel_object_naming
-from .recipe import RecipeSettings, run_recipe, summary
-from .toy import SPLIT_FILES, TOY_PREFIX, ToyWorldSettings, build_toy_world
+from .evaluation import novel_object_naming
+from .predictor import VocabularyPredictor
+from .recipe import RecipeSettings, Stage, run_recipe, run_stages, summary
+from .toy import SPLIT_FILES, TOY_PREFIX, ToyWorldSettings, build_toy_world, default_toy_root
 from .toy.dataset import read_settings
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
-from .visualize import convert_rgb, draw_detections
+from .utils import is_sealed, read_json, write_json
+from .visualize import draw_detections
 
 logger = logging.getLogger("vild_d2.pipeline")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
@@ -76,86 +75,91 @@ def novel_first(records, novel_class_ids):
 
 
 class Pipeline:
-    def __init__(self, out: str, world_root: str, s: PipelineSettings):
+    def __init__(self, out: str, world_root: str, settings: PipelineSettings):
         if Path(world_root).resolve() != Path(default_toy_root()).resolve():
             # TOY_PREFIX_* are registered at import time (in every worker process too) from that root
             raise ValueError(f"the toy datasets are registered at {default_toy_root()}, not {world_root}: "
                              f"set DETECTRON2_DATASETS to the folder that should hold {TOY_PREFIX}/ instead")
-        self.out, self.world_root, self.s = Path(out), world_root, s
-        self.timings: Dict[str, tuple] = {}
+        self.out, self.world_root, self.settings = Path(out), world_root, settings
 
-    def stage(self, name: str, done: bool, fn):
-        """A toy-world stage (the recipe's own stages are data in :class:`vild_d2.recipe.Recipe`)."""
-        t0 = time.perf_counter()
-        logger.info("stage %s: %s", name, "cached, skipped" if done else "running")
-        result = fn()
-        self.timings[name] = (time.perf_counter() - t0, "cached" if done else "ran")
-        return result
+    @property
+    def teacher(self) -> Path:
+        return teacher_path(self.world_root, self.settings.teacher)  # keyed by the world's settings too
 
-    def recipe_settings(self, teacher: str) -> RecipeSettings:
-        s = self.s
+    def toy_stages(self) -> List[Stage]:
+        """What only the toy world needs before the recipe: its data, then its CLIP teacher."""
+        s = self.settings
+        return [Stage("toy world", (Path(self.world_root) / "settings.json",),
+                      lambda: build_toy_world(self.world_root, s.world)),
+                Stage("toy CLIP teacher", (), lambda: ensure_teacher(self.world_root, s.teacher),
+                      lambda: self.teacher.is_file() and is_sealed(self.teacher))]
+
+    def recipe_settings(self) -> RecipeSettings:
+        s = self.settings
         return RecipeSettings(vild_config=s.vild_config, proposal_config=s.rpn_config,
-                              opts=("MODEL.VILD.CLIP_MODEL", teacher) + tuple(s.opts), proposal_opts=tuple(s.rpn_opts),
-                              init_from_proposals=s.init_from_rpn, cache_shard_size=100,
-                              data_key=(TOY_PREFIX, dataclasses.asdict(s.world)))
+                              opts=("MODEL.VILD.CLIP_MODEL", str(self.teacher)) + tuple(s.opts),
+                              proposal_opts=tuple(s.rpn_opts), init_from_proposals=s.init_from_rpn,
+                              cache_shard_size=100, data_key=(TOY_PREFIX, dataclasses.asdict(s.world)))
 
     def run(self) -> Dict:
-        s = self.s
-        self.stage("toy world", read_settings(self.world_root) == dataclasses.asdict(s.world),
-                   lambda: build_toy_world(self.world_root, s.world))
-        teacher = str(self.stage("toy CLIP teacher", teacher_path(self.world_root, s.teacher).is_file(),
-                                 lambda: ensure_teacher(self.world_root, s.teacher)))
-        plan = run_recipe(self.out, self.recipe_settings(teacher), num_gpus=s.num_gpus)
+        existing = read_settings(self.world_root)
+        if existing and existing != dataclasses.asdict(self.settings.world):
+            build_toy_world(self.world_root, self.settings.world)  # raises, naming the differing settings
+        timings = run_stages(self.toy_stages())
+        plan = run_recipe(self.out, self.recipe_settings(), num_gpus=self.settings.num_gpus)
         recipe = summary(plan)
-        self.timings.update({k: tuple(v) for k, v in recipe["timings"].items()})
-        vild_cfg = plan.vild_cfg
+        timings.update({k: tuple(v) for k, v in recipe["timings"].items()})
         pictures = plan.vild_dir / "pictures"
-        self.stage("pictures", pictures.is_dir(), lambda: pictures.is_dir() or self.pictures(vild_cfg, pictures))
-        naming = self.naming(vild_cfg)
-        self.report(recipe["results"], recipe["recall"], naming, pictures)
+        timings.update(run_stages([Stage("pictures", (pictures / "pictures.json",),
+                                         lambda: self.draw_pictures(plan.vild_cfg, pictures))]))
+        naming = self.naming(plan.vild_cfg)
+        self.report(timings, recipe["results"], recipe["recall"], naming, pictures)
         return {"results": recipe["results"], "recall": recipe["recall"], "naming": naming, "pictures": str(pictures),
-                "timings": self.timings, "vild_cfg": vild_cfg}
+                "timings": timings, "vild_cfg": plan.vild_cfg}
 
     @staticmethod
     def lvis_results(cfg) -> List[dict]:
         """The LVIS result dicts of a trained stage's evaluation on cfg.DATASETS.TEST[0]."""
         folder = Path(ViLDTrainer.inference_folder(cfg, cfg.DATASETS.TEST[0]))
-        return json.loads((folder / "lvis_instances_results.json").read_text())
+        return read_json(folder / "lvis_instances_results.json", "LVIS results")
 
     def naming(self, cfg) -> Dict:
         """How often the top detection on a novel validation object names it right (from
-        :meth:`lvis_results`; :func:`vild_d2.modeling.diagnostics.novel_object_naming`)."""
+        :meth:`lvis_results`; :func:`vild_d2.evaluation.novel_object_naming`)."""
         results = self.lvis_results(cfg)
-        gt = json.loads((Path(self.world_root) / SPLIT_FILES["val"]).read_text())
+        gt = read_json(Path(self.world_root) / SPLIT_FILES["val"], "toy world json")
         novel = {c["id"] for c in gt["categories"] if c["frequency"] == "r"}
         naming = novel_object_naming(results, gt, novel)
         names = {c["id"]: c["name"] + (" (novel)" if c["id"] in novel else "") for c in gt["categories"]}
         naming["wrong_names"] = {names[k]: v for k, v in sorted(naming["wrong_names"].items(), key=lambda kv: -kv[1])}
         return naming
 
-    def pictures(self, cfg, folder: Path) -> bool:
-        """PNGs of validation images with labelled detections, those holding a novel object first;
-        novel classes drawn in magenta."""
-        model = ViLDTrainer.build_model(cfg)
-        DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
-        model.eval()
+    def draw_pictures(self, cfg, folder: Path) -> None:
+        """PNGs of validation images with labelled detections, those holding a novel object first,
+        drawn through the predictor users call (``demo.py``); novel classes in magenta."""
         meta = MetadataCatalog.get(VAL)
-        records = novel_first(DatasetCatalog.get(VAL), meta.novel_class_ids)
-        tmp = folder.with_name(folder.name + ".tmp")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+        cfg.MODEL.VILD.TEXT_CACHE_DIR = str(Path(cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS).parent)  # the recipe's classifier
+        predictor = VocabularyPredictor(cfg, VAL, novel_names=[meta.thing_classes[i] for i in meta.novel_class_ids])
+        records = novel_first(DatasetCatalog.get(VAL), meta.novel_class_ids)[: self.settings.num_pictures]
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
-        for r in records[: self.s.num_pictures]:
+        for r in records:
             image = read_image(r["file_name"], format="RGB")
-            with torch.no_grad():
-                model_image = convert_rgb(image, cfg.INPUT.FORMAT)
-                inst = model([{"image": torch.from_numpy(model_image.transpose(2, 0, 1).copy())}])[0]["instances"]
-            inst = inst[inst.scores > self.s.picture_score_threshold].to("cpu")
-            drawn = draw_detections(image, inst, meta.thing_classes, meta.novel_class_ids, scale=3.0)
+            inst = predictor(image)
+            inst = inst[inst.scores > self.settings.picture_score_threshold]
+            drawn = draw_detections(image, inst, predictor.class_names, predictor.novel_ids, scale=3.0)
             Image.fromarray(drawn).save(tmp / f"{Path(r['file_name']).stem}.png")
-        tmp.rename(folder)
-        return True
+        write_json(tmp / "pictures.json", [r["file_name"] for r in records])  # last: marks the folder complete
+        if folder.exists():
+            shutil.rmtree(folder)  # an earlier, incomplete one
+        os.replace(tmp, folder)
 
-    def report(self, results, recall, naming, pictures) -> None:
-        for name, (secs, how) in self.timings.items():
+    @staticmethod
+    def report(timings, results, recall, naming, pictures) -> None:
+        for name, (secs, how) in timings.items():
             logger.info("stage %-28s %-7s %7.1f s", name, how, secs)
         logger.info("ViLD on the toy world (novel = rare classes never labelled in training):\n%s",
                     summary_table(results))

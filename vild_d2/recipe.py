@@ -21,26 +21,23 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import launch
-from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from .config import check_same_backbone, load_config
-from .data.records import annotation_boxes
 from .engine import ViLDTrainer
+from .evaluation import proposal_hits, recall_summary
 from .region_cache import RegionCacheSettings, build_region_cache, detector_proposal_source
 from .text_classifier import cached_text_classifier, load_clip, text_classifier_path
 from .utils import CorruptArtifactError, cache_key, exclusive, is_sealed, seal, verify_file, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecipeSettings", "Stage", "Recipe", "run_recipe"]
+__all__ = ["RecipeSettings", "Stage", "Recipe", "run_recipe", "run_stages", "summary"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +62,15 @@ class Stage:
     name: str
     artifacts: Tuple[Path, ...]  # the stage is done when these files exist and verify
     run: Callable[[], object]
+    # the stage's own test of being done, for artifacts named only once earlier stages ran
+    finished: Optional[Callable[[], bool]] = None
 
     @property
     def done(self) -> bool:
         """Every artifact is there and verifies: a checkpoint against its seal (an unsealed one is
         not trusted), a JSON file by parsing. A damaged one is reported and the stage runs again."""
+        if self.finished is not None and not self.finished():
+            return False
         for path in self.artifacts:
             if not path.is_file() or (path.suffix == ".pth" and not is_sealed(path)):
                 return False
@@ -90,11 +91,25 @@ def _dataset_fingerprint(name: str) -> List:
     return [name]
 
 
+def run_stages(stages: List[Stage]) -> Dict[str, Tuple[float, str]]:
+    """Run each stage that is not done, in order; {name: (seconds, "ran" | "cached")}."""
+    timings = {}
+    for stage in stages:
+        t0 = time.perf_counter()
+        done = stage.done
+        logger.info("stage %s: %s", stage.name, "cached, skipped" if done else "running")
+        if not done:
+            stage.run()
+        comm.synchronize()
+        timings[stage.name] = (time.perf_counter() - t0, "cached" if done else "ran")
+    return timings
+
+
 class Recipe:
     """Plans (configs, folders) in any process; runs the stages inside ``launch``."""
 
     def __init__(self, out, settings: RecipeSettings):
-        self.out, self.s = Path(out), settings
+        self.out, self.settings = Path(out), settings
         self.vild_cfg = load_config(settings.vild_config, settings.opts, settings.overlays)
         self.proposal_cfg = load_config(settings.proposal_config, settings.proposal_opts, settings.overlays)
         v = self.vild_cfg.MODEL.VILD
@@ -135,29 +150,21 @@ class Recipe:
 
     def stages(self) -> List[Stage]:
         stages = [Stage("text classifiers", tuple(p for _, p in self.classifiers.values()), self.build_classifiers)]
-        if not self.s.proposal_weights:
+        if not self.settings.proposal_weights:
             stages.append(Stage("proposal network (base classes)", (Path(self.rpn_weights),),
                                 lambda: self.train(self.proposal_cfg)))
         if self.cache_dir is not None:
             stages.append(Stage("region cache", (self.cache_dir / "manifest.json",), self.build_cache))
         final = "eval_results.json" if self.test_set else "model_final.pth"
         stages.append(Stage("ViLD training + evaluation", (self.vild_dir / final,), lambda: self.train(self.vild_cfg)))
-        if self.s.recall_top_k and self.test_set:
+        if self.settings.recall_top_k and self.test_set:
             stages.append(Stage("proposal recall", (self.recall_file,), self.recall))
         return stages
 
     def run(self) -> Dict[str, Tuple[float, str]]:
         """Run the stages not yet done (every process of the job); stage timings (rank 0 writes
         them to ``<out>/timings.json``)."""
-        timings = {}
-        for stage in self.stages():
-            t0 = time.perf_counter()
-            done = stage.done
-            logger.info("stage %s: %s", stage.name, "cached, skipped" if done else "running")
-            if not done:
-                stage.run()
-            comm.synchronize()
-            timings[stage.name] = (time.perf_counter() - t0, "cached" if done else "ran")
+        timings = run_stages(self.stages())
         if comm.is_main_process():
             write_json(self.out / "timings.json", timings)
         return timings
@@ -198,24 +205,14 @@ class Recipe:
     def recall(self, iou: float = 0.5) -> None:
         """AR@top_k at IoU 0.5 of the proposal network on the test set's objects, novel vs base
         (images split across the processes of the job)."""
-        source = detector_proposal_source(self.proposal_cfg, self.rpn_weights, self.s.recall_top_k,
+        source = detector_proposal_source(self.proposal_cfg, self.rpn_weights, self.settings.recall_top_k,
                                           self.vild_cfg.MODEL.DEVICE)
-        novel = set(MetadataCatalog.get(self.test_set).get("novel_class_ids", []))
-        hits = {"novel": [], "base": []}
-        for r in DatasetCatalog.get(self.test_set)[comm.get_rank()::comm.get_world_size()]:
-            boxes, _ = source(r, read_image(r["file_name"], format="RGB"))
-            gt = annotation_boxes(r)
-            best = pairwise_iou(gt, Boxes(torch.from_numpy(boxes[: self.s.recall_top_k]))).max(1).values \
-                if len(boxes) else torch.zeros(len(gt))
-            for a, b in zip(r["annotations"], best.tolist()):
-                hits["novel" if a["category_id"] in novel else "base"].append(b >= iou)
-        gathered = comm.gather(hits)
-        if not comm.is_main_process():
-            return
-        hits = {k: [h for part in gathered for h in part[k]] for k in hits}
-        recall = {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
-        recall.update(objects={k: len(v) for k, v in hits.items()}, top_k=self.s.recall_top_k, iou=iou)
-        write_json(self.recall_file, recall)
+        novel = MetadataCatalog.get(self.test_set).get("novel_class_ids", [])
+        records = DatasetCatalog.get(self.test_set)[comm.get_rank()::comm.get_world_size()]
+        gathered = comm.gather(proposal_hits(source, records, novel, self.settings.recall_top_k, iou))
+        if comm.is_main_process():
+            hits = {k: [h for part in gathered for h in part[k]] for k in ("novel", "base")}
+            write_json(self.recall_file, recall_summary(hits, self.settings.recall_top_k, iou))
 
 
 def _worker(out: str, settings: RecipeSettings, threads: int) -> None:

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("data") / "prompt_templates.txt"
 
-__all__ = ["clean_class_name", "read_templates", "builtin_vocabulary", "load_vocabulary", "clip_identity", "load_clip",
+__all__ = ["VOCABULARY_ALIASES", "clean_class_name", "read_templates", "builtin_vocabulary", "load_vocabulary", "clip_identity", "load_clip",
            "encode_classes", "save_text_classifier", "load_text_classifier", "cached_text_classifier",
            "text_classifier_path",
            "ClassifierMismatchError"]
@@ -53,8 +53,13 @@ def read_templates(path=None) -> List[str]:
     return templates
 
 
+# Short vocabulary names that stand for a registered dataset's classes (the toy world adds "toy").
+VOCABULARY_ALIASES: Dict[str, str] = {}
+
+
 def builtin_vocabulary(name: str) -> Optional[Tuple[List[str], List[List[str]]]]:
-    """``"lvis"`` (LVIS v1, 1203 classes with synonyms), ``"coco"`` (80) or ``"toy"`` (24)."""
+    """``"lvis"`` (LVIS v1, 1203 classes with synonyms), ``"coco"`` (80) or an alias of
+    :data:`VOCABULARY_ALIASES` (``"toy"``: the toy world's 24)."""
     if name == "lvis":
         from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
@@ -65,11 +70,11 @@ def builtin_vocabulary(name: str) -> Optional[Tuple[List[str], List[List[str]]]]
 
         names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
         return names, [[n] for n in names]
-    if name == "toy":
-        from .toy import toy_categories
+    if name in VOCABULARY_ALIASES:
+        from detectron2.data import MetadataCatalog
 
-        names = [c.name for c in toy_categories()]
-        return names, [[n] for n in names]
+        meta = MetadataCatalog.get(VOCABULARY_ALIASES[name])
+        return list(meta.thing_classes), [list(s) for s in meta.get("class_synonyms", [[n] for n in meta.thing_classes])]
     return None
 
 
@@ -120,10 +125,10 @@ def _check_clip_spec(spec: str) -> None:
 
 
 def clip_identity(spec: str) -> str:
-    """``name:ViT-B/32`` for a model name, ``sha256:...`` for a checkpoint file."""
+    """``name:ViT-B/32`` for a model name (or a path that does not exist yet), ``sha256:...`` for a
+    checkpoint file."""
     if os.path.isfile(spec):
         return "sha256:" + cached_file_sha256(spec)
-    _check_clip_spec(spec)
     return f"name:{spec}"
 
 
@@ -161,7 +166,7 @@ def encode_classes(model, synonyms: Sequence[Sequence[str]], templates: Sequence
             texts += [t.format(clean_class_name(syn)) for t in templates]
             owner += [k] * len(templates)
     device = next(model.parameters()).device
-    # Measured (benchmarks/bench_text_classifier.py): on 2 CPU threads 64 beats 256 and 1024.
+    # batch sizes from benchmarks/bench_text_classifier.py (benchmarks/README.md)
     batch_size = batch_size or (256 if device.type == "cuda" else 64)
     tokens = clip.tokenize(texts, context_length=model.context_length, truncate=True)  # T x L
     eot = tokens.argmax(-1)  # the EOT token has the largest id
@@ -237,6 +242,8 @@ def load_text_classifier(path, expected_names: Optional[Sequence[str]] = None, e
     if expected_dim is not None and emb.shape[1] != expected_dim:
         raise ClassifierMismatchError(f"{where} has D={emb.shape[1]} but the model expects D={expected_dim}")
     if expected_clip is not None and meta.get("clip") not in (None, expected_clip):
+        if expected_clip.startswith("name:") and meta["clip"].startswith("sha256:"):
+            _check_clip_spec(expected_clip[len("name:"):])  # a checkpoint path that is missing: say so
         raise ClassifierMismatchError(f"{where} was built with CLIP {meta['clip']} but the config uses "
                                       f"{expected_clip}: rebuild it with MODEL.VILD.CLIP_MODEL")
     if not meta:

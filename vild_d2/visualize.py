@@ -6,7 +6,7 @@ from detectron2.layers import nms
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["draw_detections", "best_label_per_object", "detections_to_json", "convert_rgb"]
+__all__ = ["draw_detections", "best_label_per_object", "detections_to_json"]
 
 MIN_DRAWN_SIDE = 480  # smaller images are drawn upscaled, so that labels fit and stay readable
 NOVEL_COLOUR = (1.0, 0.0, 1.0)
@@ -43,12 +43,3 @@ def detections_to_json(inst: Instances, class_names: Sequence[str]) -> List[Dict
     """One dict per detection: class name and id, score, XYXY box in image pixels."""
     return [{"class": class_names[c], "class_id": c, "score": round(s, 4), "box_xyxy": [round(v, 2) for v in b]}
             for c, s, b in zip(inst.pred_classes.tolist(), inst.scores.tolist(), inst.pred_boxes.tensor.tolist())]
-
-
-def convert_rgb(image: np.ndarray, fmt: str) -> np.ndarray:
-    """An H x W x 3 RGB image in the channel order a model was trained on (``INPUT.FORMAT``)."""
-    if fmt == "RGB":
-        return image
-    if fmt == "BGR":
-        return np.ascontiguousarray(image[:, :, ::-1])
-    raise ValueError(f"INPUT.FORMAT {fmt!r} is not supported here; use RGB or BGR")

@@ -1,7 +1,5 @@
 """Datasets registered on ``import vild_d2``, under ``$DETECTRON2_DATASETS`` (default ``datasets``).
 
-* Toy world (prefix ``vild_d2.toy.TOY_PREFIX``, now ``toy_v4``): ``toy_v4_train_base`` (base
-  vocabulary, rare annotations removed), ``toy_v4_train_full`` and ``toy_v4_val`` (all 24 categories).
 * LVIS v1: ``lvis_v1_train_base`` (866 frequent + common classes, every image kept); Detectron2's
   own ``lvis_v1_val`` gets the frequencies and the rare = novel split in its metadata.
 * COCO: ``coco_2017_train_ov_base`` (48 classes) and ``coco_2017_val_ov_all`` (48 + 17).
@@ -13,30 +11,15 @@ import os
 from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
-from ..toy import SPLIT_FILES, TOY_PREFIX, toy_categories
 from .coco_ov import COCO_OV_BASE, COCO_OV_NOVEL, register_ov_coco_instances
 from .lvis_ov import ov_lvis_metadata, register_ov_lvis_instances
 
-__all__ = ["register_toy_world", "default_toy_root", "register_lvis_ov", "register_coco_ov"]
+__all__ = ["datasets_root", "register_lvis_ov", "register_coco_ov"]
 
 
-def _root() -> str:
+def datasets_root() -> str:
+    """``$DETECTRON2_DATASETS``, default ``datasets``: where the built-in datasets are read from."""
     return os.environ.get("DETECTRON2_DATASETS", "datasets")
-
-
-def default_toy_root() -> str:
-    return os.path.join(_root(), TOY_PREFIX)
-
-
-def register_toy_world(root: str, prefix: str = TOY_PREFIX) -> None:
-    cats = [{"id": c.id, "name": c.name, "synonyms": [c.name], "frequency": c.frequency}
-            for c in toy_categories()]
-    hint = f"Generate it with: python datasets/prepare_toy.py --output {root}"
-    for split, vocabulary in (("train_base", "base"), ("train_full", "all"), ("val", "all")):
-        register_ov_lvis_instances(
-            f"{prefix}_{split}", os.path.join(root, SPLIT_FILES[split]), os.path.join(root, "images"),
-            vocabulary=vocabulary, categories=cats, prepare_hint=hint,
-        )
 
 
 def register_lvis_ov(root: str) -> None:
@@ -58,6 +41,5 @@ def register_coco_ov(root: str) -> None:
                                os.path.join(root, "coco/val2017"), COCO_OV_BASE + COCO_OV_NOVEL)
 
 
-register_toy_world(default_toy_root())
-register_lvis_ov(_root())
-register_coco_ov(_root())
+register_lvis_ov(datasets_root())
+register_coco_ov(datasets_root())

@@ -17,7 +17,7 @@ from detectron2.utils.logger import log_every_n_seconds
 
 from ..region_cache import CacheMismatchError, RegionCache
 from ..text_classifier import clip_identity
-from .records import image_errors_named
+from .images import image_errors_named
 
 logger = logging.getLogger(__name__)
 

@@ -1,28 +1,10 @@
 """Helpers over Detectron2 dataset dicts ("records"). G: objects of one image; M: regions."""
-import contextlib
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import torch
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
-from PIL import UnidentifiedImageError
 
-__all__ = ["annotation_boxes", "match_regions", "image_errors_named", "ImageReadError"]
-
-
-class ImageReadError(RuntimeError):
-    """A dataset image is missing, truncated or not an image."""
-
-
-@contextlib.contextmanager
-def image_errors_named(record: dict) -> Iterator[None]:
-    """Turn the errors of reading the record's image (a missing, truncated or garbage file) into
-    one that names it and says what to do."""
-    try:
-        yield
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:  # PIL raises SyntaxError on some corrupt files
-        raise ImageReadError(f"cannot read image {record.get('file_name')} (image id {record.get('image_id')}): "
-                             f"{type(e).__name__}: {e}. Restore the file, or remove the image from the dataset's "
-                             "json") from e
+__all__ = ["annotation_boxes", "match_regions"]
 
 
 def annotation_boxes(record: dict, device="cpu") -> Boxes:

@@ -11,7 +11,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, 
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from .vild_predictor import ViLDOutputLayers
+from .output_layers import ViLDOutputLayers
 
 __all__ = ["ViLDROIHeads"]
 

@@ -16,21 +16,20 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from detectron2.data.detection_utils import read_image
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..crops import clip_crops
+from ..crops import embed_regions
 from ..text_classifier import clip_identity
 from .proposals import select_proposals
-from ..data.records import image_errors_named
+from ..data.images import image_errors_named
 from ..utils import exclusive, read_json, write_json
 from .storage import CacheMismatchError, shard_name, write_manifest, write_shard
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RegionCacheSettings", "build_region_cache", "embed_regions"]
+__all__ = ["RegionCacheSettings", "build_region_cache"]
 
 FORMAT_VERSION = 1
 
@@ -48,24 +47,6 @@ class RegionCacheSettings:
         return {"version": FORMAT_VERSION, "clip": clip, "dim": dim, "dataset": dataset, "num_images": num_images,
                 "num_proposals": self.num_proposals, "scales": list(self.scales), "combine": self.combine,
                 "nms_thresh": self.nms_thresh, "shard_size": self.shard_size}
-
-
-@torch.no_grad()
-def embed_regions(visual, image: torch.Tensor, boxes: torch.Tensor, scales: Sequence[float], combine: str,
-                  batch_size: int) -> torch.Tensor:
-    """M x D combined, L2-normalised CLIP embeddings of ``boxes`` (M x 4) in ``image`` (3 x H x W, 0-255)."""
-    device = next(visual.parameters()).device
-    dtype = next(visual.parameters()).dtype
-    rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1).to(device)  # M x 5
-    image = image.to(device=device, dtype=torch.float32)[None]
-    out = []
-    step = max(1, batch_size // len(scales))  # regions per forward: step * S crops
-    for start in range(0, len(rois), step):
-        chunk = rois[start:start + step]
-        crops = clip_crops(image, chunk, visual.input_resolution, scales)  # (S * m) x 3 x r x r
-        emb = F.normalize(visual(crops.to(dtype)).float(), dim=-1).view(len(scales), len(chunk), -1)  # S x m x D
-        out.append(emb[0] if combine == "first" else F.normalize(emb.sum(0), dim=-1))
-    return torch.cat(out) if out else torch.zeros(0, visual.output_dim, device=device)
 
 
 class _Images(torch.utils.data.Dataset):

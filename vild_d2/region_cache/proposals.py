@@ -19,7 +19,7 @@ from detectron2.structures import BoxMode, ImageList
 from torchvision.ops import nms
 
 from ..utils import atomic_path, restricted_unpickle
-from ..visualize import convert_rgb
+from ..data.images import convert_rgb
 
 logger = logging.getLogger(__name__)
 

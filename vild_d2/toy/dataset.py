@@ -4,7 +4,7 @@ Layout under ``root``::
 
     settings.json                      the generation settings (written last: completion marker)
     images/{train,val}/NNNNNN.png
-    annotations/toy_v4_{train_base,train_full,val}.json
+    annotations/<TOY_PREFIX>_{train_base,train_full,val}.json
 
 ``train_base`` and ``train_full`` share the training images; ``train_base`` drops every rare
 (novel) annotation while the rare objects stay in the pixels, as in ViLD's LVIS setting.
@@ -28,10 +28,11 @@ from .scenes import render_scene, toy_categories
 
 logger = logging.getLogger(__name__)
 
-# Version of the toy world: the prefix of its dataset names (toy_v4_train_base, toy_v4_val, ...),
-# its folder under $DETECTRON2_DATASETS and its annotation files. A new world changes this string
-# and the DATASETS of configs/toy/Base-ViLD-Toy-R18-FPN.yaml.
-TOY_PREFIX = "toy_v4"
+# Version of the toy world, bumped when the generator's output changes. It names the world's
+# datasets (<TOY_PREFIX>_train_base, <TOY_PREFIX>_val, ...), its folder under $DETECTRON2_DATASETS and
+# its annotation files; configs/toy/Base-ViLD-Toy-R18-FPN.yaml names the datasets (a test checks it).
+TOY_VERSION = 4
+TOY_PREFIX = f"toy_v{TOY_VERSION}"
 SPLIT_FILES = {split: f"annotations/{TOY_PREFIX}_{split}.json" for split in ("train_base", "train_full", "val")}
 _SPLIT_SEED = {"train": 1, "val": 2}
 
@@ -44,7 +45,7 @@ class ToyWorldSettings:
     min_size: int = 128
     max_size: int = 160
     max_objects: int = 4
-    version: int = 4  # bump when the generator's output changes
+    version: int = TOY_VERSION
 
 
 class ToyWorldMismatchError(RuntimeError):

@@ -29,8 +29,7 @@ from PIL import Image
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
-from ..crops import clip_crops
-from ..region_cache import embed_regions
+from ..crops import clip_crops, embed_regions
 from ..utils import atomic_path, cache_key, exclusive, is_sealed, seal, verify_file, write_json
 from .dataset import SPLIT_FILES, read_settings
 from .scenes import COLOURS, SHAPES, toy_categories

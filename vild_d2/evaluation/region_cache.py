@@ -15,7 +15,7 @@ from detectron2.structures import Boxes
 
 from ..data.records import match_regions
 
-from .storage import RegionCache
+from ..region_cache.storage import RegionCache
 
 __all__ = ["cached_embedding_accuracy"]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat, cross_entropy
-from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 from torch import nn
 
 from .vocabulary import resolve_vocabularies
@@ -179,6 +179,7 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
             if proposals else deltas.new_zeros(0, 4)
         losses = {"loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, deltas, gt_classes)}
         if self.mode != "image":
+            _log_classification_stats(logits, gt_classes)  # fast_rcnn/cls_accuracy, fg_cls_accuracy, false_negative
             losses["loss_cls"] = cross_entropy(logits, gt_classes, reduction="mean")
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
 

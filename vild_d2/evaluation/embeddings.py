@@ -1,33 +1,26 @@
-"""Why is APr low? Zero-shot accuracy of a trained model's region embeddings on ground-truth boxes.
+"""Why is APr low? Zero-shot accuracy of a trained model's region embeddings.
 
-Each ground-truth box of a validation image goes through the backbone, the box pooler and box
-head, and each region-embedding head (``text``; ``image`` as well in ensemble mode). Its embedding
-is classified against the inference vocabulary (K x D): accuracy for novel and base objects, and
-how often the text head's softmax over K + 1 puts the object into background. Shapes: G objects
-of an image, C box-head features, K classes, D embedding dim.
-
-:func:`confident_detection_breakdown` reads a model's LVIS results instead: where its confident
-detections of novel and of base classes land (the right object, another object, background).
-:func:`novel_object_naming` asks, from the same results, whether the model names the novel
-objects it finds: the class of the top-scoring detection on each novel object.
-
-:func:`distillation_fit` asks whether ViLD-image fitted its targets: on the model's own training
-regions (the region cache), the cosine between the distilled region embedding and the cached CLIP
-embedding, and how often each names the object right. M cached regions of an image.
+:func:`object_embedding_accuracy`: each ground-truth box of a validation image goes through the
+backbone, the box pooler and box head, and each region-embedding head (``text``; ``image`` as
+well in ensemble mode); its embedding is classified against the inference vocabulary (K x D):
+accuracy for novel and base objects, and how often the text head's softmax over K + 1 puts the
+object into background. :func:`distillation_fit` asks whether ViLD-image fitted its targets: on
+the model's own training regions (the region cache), the cosine between the distilled region
+embedding and the cached CLIP embedding, and how often each names the object right.
+Shapes: G objects of an image, M cached regions, C box-head features, K classes, D embedding dim.
 """
-from typing import Dict, Iterable, List
+from typing import Dict, List
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.data.detection_utils import read_image
-from detectron2.structures import Boxes, BoxMode, pairwise_iou
+from detectron2.structures import Boxes
 
+from ..data.images import convert_rgb
 from ..data.records import annotation_boxes, match_regions
-from ..visualize import convert_rgb
 
-__all__ = ["object_embedding_accuracy", "confident_detection_breakdown", "novel_object_naming",
-           "distillation_fit"]
+__all__ = ["object_embedding_accuracy", "distillation_fit"]
 
 
 def _box_features(model, record: dict, boxes: Boxes, image_format: str) -> Dict[str, torch.Tensor]:
@@ -70,75 +63,6 @@ def object_embedding_accuracy(model, records: List[dict], novel_ids, image_forma
             for g, bg in zip(groups, background.tolist()):
                 hits["text_background"][g].append(bg)
     return {h: {g: float(np.mean(v)) if v else float("nan") for g, v in d.items()} for h, d in hits.items()}
-
-
-def _xyxy(xywh) -> Boxes:
-    return Boxes(BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).view(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
-
-
-def _by_image(items: Iterable[dict]) -> Dict[int, List[dict]]:
-    out: Dict[int, List[dict]] = {}
-    for item in items:
-        out.setdefault(item["image_id"], []).append(item)
-    return out
-
-
-def confident_detection_breakdown(results: List[dict], gt: dict, novel_category_ids: Iterable[int],
-                                  min_score: float = 0.3, iou: float = 0.5) -> Dict[str, Dict[str, int]]:
-    """Count detections scoring at least ``min_score`` by predicted group (``novel``/``base``) and by
-    where they land: ``right`` (IoU >= ``iou`` with an object of their class, the best-overlapping
-    object), ``other_object`` (best-overlapping object of another class) or ``background``.
-
-    ``results``: LVIS/COCO result dicts (image_id, category_id, bbox XYWH, score); ``gt``: the LVIS
-    json dict; ``novel_category_ids``: dataset category ids."""
-    novel = set(novel_category_ids)
-    objects = _by_image(gt["annotations"])
-    dets = _by_image(r for r in results if r["score"] >= min_score)
-    counts = {g: {"right": 0, "other_object": 0, "background": 0} for g in ("novel", "base")}
-    for image_id, mine in dets.items():
-        groups = ["novel" if r["category_id"] in novel else "base" for r in mine]
-        gts = objects.get(image_id, [])
-        if not gts:
-            for g in groups:
-                counts[g]["background"] += 1
-            continue
-        overlap = pairwise_iou(_xyxy([r["bbox"] for r in mine]), _xyxy([a["bbox"] for a in gts]))  # dets x objects
-        best_iou, best = overlap.max(1)
-        for g, r, v, j in zip(groups, mine, best_iou.tolist(), best.tolist()):
-            where = "background" if v < iou else (
-                "right" if gts[j]["category_id"] == r["category_id"] else "other_object")
-            counts[g][where] += 1
-    return counts
-
-
-def novel_object_naming(results: List[dict], gt: dict, novel_category_ids: Iterable[int],
-                        iou: float = 0.5) -> Dict:
-    """For every object of a novel class in ``gt``: is it ``found`` (a detection of any class at box
-    IoU >= ``iou``) and is it ``named_right`` (the top-scoring such detection carries its class)?
-    Returns the counts (``objects``, ``found``, ``named_right``) and ``wrong_names``: category id ->
-    how often a top detection gave a novel object that wrong class. Arguments as
-    :func:`confident_detection_breakdown`."""
-    novel = set(novel_category_ids)
-    dets = _by_image(results)
-    counts, wrong = {"objects": 0, "found": 0, "named_right": 0}, {}
-    for image_id, objects in _by_image(a for a in gt["annotations"] if a["category_id"] in novel).items():
-        counts["objects"] += len(objects)
-        mine = dets.get(image_id, [])
-        if not mine:
-            continue
-        overlap = pairwise_iou(_xyxy([a["bbox"] for a in objects]), _xyxy([r["bbox"] for r in mine]))  # objects x dets
-        scores = torch.tensor([r["score"] for r in mine])
-        for a, row in zip(objects, overlap):
-            hits = torch.nonzero(row >= iou).flatten()
-            if not len(hits):
-                continue
-            counts["found"] += 1
-            top = mine[hits[scores[hits].argmax()]]["category_id"]
-            if top == a["category_id"]:
-                counts["named_right"] += 1
-            else:
-                wrong[top] = wrong.get(top, 0) + 1
-    return {**counts, "wrong_names": wrong}
 
 
 @torch.no_grad()
