@@ -6,7 +6,6 @@ order, CLIP identity, template hash, D, creation time). Shapes: K classes, T tex
 """
 import datetime
 import hashlib
-import json
 import logging
 import os
 import pickle
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .utils import atomic_path, cached_file_sha256, exclusive, read_json, write_json
+from .utils import atomic_path, cache_key, cached_file_sha256, exclusive, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -258,10 +257,10 @@ def _request(cache_dir, vocabulary: str, clip_spec: str, templates_file=None, us
     ident = clip_identity(clip_spec)
     meta = {"clip": ident, "clip_model": clip_spec, "templates_hash": _templates_hash(templates),
             "num_templates": len(templates), "use_synonyms": use_synonyms}
-    key = json.dumps([names, synonyms if use_synonyms else None, ident, meta["templates_hash"]])
+    key = cache_key(names, synonyms if use_synonyms else None, ident, meta["templates_hash"], length=12)
     label = Path(vocabulary).stem if os.path.isfile(vocabulary) else vocabulary
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40]
-    path = Path(cache_dir) / f"{stem}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy"
+    path = Path(cache_dir) / f"{stem}_{key}.npy"
     return path, names, synonyms, templates, meta
 
 
