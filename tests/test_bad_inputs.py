@@ -331,6 +331,19 @@ def test_pickled_weights_that_run_code_are_refused(eval_only, tmp_path, monkeypa
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_plain_data_pkl_weights_still_load(tmp_path, protocol):
+    """Detectron2 model-zoo weights (.pkl of numpy arrays, e.g. ImageNet R-50.pkl) load as before."""
+    model = torch.nn.Linear(3, 2)
+    weights = {"weight": np.arange(6, dtype=np.float32).reshape(2, 3), "bias": np.array([1.0, -1.0], np.float32)}
+    path = tmp_path / "zoo.pkl"
+    path.write_bytes(pickle.dumps({"model": weights, "__author__": "zoo", "matching_heuristics": False},
+                                  protocol=protocol))
+    VerifiedCheckpointer(model).load(str(path))
+    assert torch.equal(model.weight.data, torch.from_numpy(weights["weight"]))
+    assert torch.equal(model.bias.data, torch.from_numpy(weights["bias"]))
+
+
 def test_altered_checkpoint_fails_its_seal(eval_only, tmp_path, instant_run):
     run, _ = instant_run
     weights = tmp_path / "w" / "model_final.pth"

@@ -172,6 +172,7 @@ def exclusive(folder: PathLike, what: str = "job", name: str = ".lock", wait: bo
 
 _PLAIN_DATA = {
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
