@@ -80,3 +80,23 @@ def instant_run(toy_env, tmp_path_factory):
     """A few-iteration ViLD-text model trained through train_net.py: (output folder, log)."""
     out = tmp_path_factory.mktemp("instant")
     return out, train_net(toy_env, out)
+
+
+def kill_when(proc, ready, timeout=300):
+    """SIGKILL ``proc`` as soon as ``ready()`` holds; False when it ended first."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def checkpoint_weights(path):
+    """The model state dict of a checkpoint file."""
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]

@@ -2,14 +2,12 @@
 (The pipeline's kill test is in test_pipeline.py, the region-cache builder's in test_region_cache.py.)"""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import torch
 
-from .conftest import INSTANT, REPO
+from .conftest import INSTANT, REPO, checkpoint_weights, kill_when
 
 
 def _start(args, env):
@@ -17,26 +15,10 @@ def _start(args, env):
                             stderr=subprocess.DEVNULL)
 
 
-def _kill_when(proc, ready, timeout=300):
-    """SIGKILL ``proc`` as soon as ``ready()`` holds; False when it ended first."""
-    deadline = time.time() + timeout
-    while not ready() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    if proc.poll() is not None:
-        return False
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return True
-
-
 def _run(args, env):
     proc = subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout + proc.stderr
-
-
-def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def _train_args(toy_env, out, *flags):
@@ -54,10 +36,10 @@ def test_training_killed_then_resumed_equals_uninterrupted(toy_env, tmp_path):
     reference, out = tmp_path / "uninterrupted", tmp_path / "killed"
     _run(_train_args(toy_env, reference), env)
     proc = _start(_train_args(toy_env, out), env)
-    assert _kill_when(proc, lambda: (out / "model_0000003.pth.sha256").is_file()), "training ended before the kill"
+    assert kill_when(proc, lambda: (out / "model_0000003.pth.sha256").is_file()), "training ended before the kill"
     assert not (out / "model_final.pth").exists()
     _run(_train_args(toy_env, out, "--resume"), env)
-    ref, got = _weights(reference / "model_final.pth"), _weights(out / "model_final.pth")
+    ref, got = checkpoint_weights(reference / "model_final.pth"), checkpoint_weights(out / "model_final.pth")
     assert ref.keys() == got.keys()
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
@@ -75,7 +57,7 @@ def test_classifier_build_killed_then_rerun_is_identical(toy_env, tmp_path):
     _run(args(tmp_path / "reference"), env)
     out = tmp_path / "killed"
     for name in ("toy", "coco"):  # while building the first, then the second classifier
-        assert _kill_when(_start(args(out), env), lambda: any(out.glob(f".{name}_*.lock"))), "it ended first"
+        assert kill_when(_start(args(out), env), lambda: any(out.glob(f".{name}_*.lock"))), "it ended first"
         assert not list(out.glob(f"{name}_*.npy")) or name == "coco", "killed while building, yet its file is there"
     _run(args(out), env)
     ref = sorted((tmp_path / "reference").glob("*.npy"))

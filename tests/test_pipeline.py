@@ -2,10 +2,8 @@
 and a run killed (kill -9) in any of its stages resumes to the same results."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 
 from vild_d2.toy import TOY_PREFIX
 
-from .conftest import REPO
+from .conftest import REPO, checkpoint_weights, kill_when
 
 
 def _args(out):
@@ -49,21 +47,6 @@ def test_fast_pipeline_end_to_end_and_cached_rerun(fast_run):
     assert log2.count("cached, skipped") == 8 and "running" not in log2
 
 
-def _kill_when(proc, ready, timeout=300):
-    deadline = time.time() + timeout
-    while not ready() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    if proc.poll() is not None:
-        return False
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return True
-
-
-def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
-
-
 def test_pipeline_killed_in_three_stages_resumes_to_the_same_results(fast_run, tmp_path):
     env, reference, _ = fast_run  # same world and teacher: the stages of the recipe are what is killed
     out = tmp_path / "killed"
@@ -71,14 +54,14 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_results(fast_run, t
                   lambda: any(out.glob("region_cache_*/build.json")),  # region cache
                   lambda: any(out.glob("vild_*/config.yaml"))):  # ViLD training
         proc = subprocess.Popen(_args(out), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert _kill_when(proc, ready), "the pipeline ended before the kill"
+        assert kill_when(proc, ready), "the pipeline ended before the kill"
     proc = subprocess.run(_args(out), env=env, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = (reference, out)
     results = [json.loads(next(d.glob("vild_*/eval_results.json")).read_text()) for d in runs]
     assert results[0] == results[1]
     for pattern in ("rpn_*/model_final.pth", "vild_*/model_final.pth"):
-        ref, got = (_weights(next(d.glob(pattern))) for d in runs)
+        ref, got = (checkpoint_weights(next(d.glob(pattern))) for d in runs)
         assert all(torch.equal(ref[k], got[k]) for k in ref), pattern
     caches = [next(d.glob("region_cache_*")) for d in runs]
     np.testing.assert_array_equal(*(np.load(c / "shard_00000" / "embeds.npy") for c in caches))
