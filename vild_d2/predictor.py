@@ -6,6 +6,7 @@ cache) and swapped into the model; no retraining.
 import glob
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -15,7 +16,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from .engine.checkpoint import load_trained_weights
+from .engine.checkpoint import load_trained_weights, require_weights
 from .modeling.vocabulary import dataset_class_names, vocabulary_placeholders
 from .text_classifier import builtin_vocabulary, cached_text_classifier, load_text_classifier
 
@@ -53,15 +54,16 @@ def output_stems(paths: Sequence[str]) -> Dict[str, str]:
     """A distinct output name per input: its file stem, with as many parent folders as it takes to
     tell inputs of the same stem apart (``a/x.png``, ``b/x.png`` -> ``a_x``, ``b_x``)."""
     parts = {p: Path(os.path.abspath(p)).with_suffix("").parts for p in paths}
-    stems = {}
-    for p in paths:
-        depth = 1
-        while depth < len(parts[p]) and any(q != p and parts[q][-depth:] == parts[p][-depth:] for q in paths):
-            depth += 1
-        stems[p] = "_".join(parts[p][-depth:]).lstrip("/_") or "image"
-    same = [s for s in stems.values() if list(stems.values()).count(s) > 1]
+    stems, todo, depth = {}, list(paths), 1
+    while todo:  # one pass per folder level, over the inputs whose names still clash
+        counts = Counter(parts[p][-depth:] for p in todo)
+        for p in todo:
+            if counts[parts[p][-depth:]] == 1 or depth >= len(parts[p]):
+                stems[p] = "_".join(parts[p][-depth:]).lstrip("/_") or "image"
+        todo, depth = [p for p in todo if p not in stems], depth + 1
+    counts = Counter(stems.values())
     for p in paths:  # a.png and a.jpg in one folder: the extension tells them apart
-        if stems[p] in same:
+        if counts[stems[p]] > 1:
             stems[p] += "_" + Path(p).suffix.lstrip(".")
     return stems
 
@@ -77,6 +79,7 @@ class VocabularyPredictor(DefaultPredictor):
         # DefaultPredictor's attributes, set here: the model is built for the vocabulary's
         # classifier alone, without reading (or building) those of the training and test datasets
         self.cfg = cfg.clone()
+        require_weights(cfg.MODEL.WEIGHTS)  # before the classifier is built, which may take minutes
         path = cached_text_classifier(cfg.MODEL.VILD.TEXT_CACHE_DIR, vocabulary, cfg.MODEL.VILD.CLIP_MODEL,
                                       cfg.MODEL.VILD.PROMPT_TEMPLATES or None, device=cfg.MODEL.DEVICE)
         emb, names = load_text_classifier(path)

@@ -15,7 +15,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -117,7 +116,7 @@ def _sidecar(path: Path) -> Path:
 def seal(path: PathLike) -> None:
     """Record the size and checksum of a finished file in ``<name>.sha256``."""
     path = Path(path)
-    write_json(_sidecar(path), {"sha256": file_sha256(path), "size": path.stat().st_size})
+    write_json(_sidecar(path), {"sha256": cached_file_sha256(path), "size": path.stat().st_size})
 
 
 def is_sealed(path: PathLike) -> bool:
@@ -134,7 +133,8 @@ def verify_file(path: PathLike, what: str = "file", recover: str = "delete it an
     if side.is_file():
         want = read_json(side, "checksum file")
         size = path.stat().st_size
-        if size != want.get("size") or file_sha256(path) != want.get("sha256"):
+        # hashed once per version of the file in a process (a stage check, then its load)
+        if size != want.get("size") or cached_file_sha256(path) != want.get("sha256"):
             raise CorruptArtifactError(f"{what} {path} is incomplete or altered ({size} bytes; its {side.name} "
                                        f"records {want.get('size')}): {recover}")
     if path.suffix == ".json":
@@ -192,10 +192,9 @@ def restricted_unpickle(path: PathLike, encoding: str = "latin1"):
     """Read a pickle of plain data (dicts, lists, numpy arrays, numbers, strings): Detectron2's
     weights and proposal files. Anything else (a class, a function call) is refused, so a crafted
     file cannot run code."""
-    with open(path, "rb") as f:
-        data = f.read()
     try:
-        return _PlainDataUnpickler(io.BytesIO(data), encoding=encoding).load()
+        with open(path, "rb") as f:
+            return _PlainDataUnpickler(f, encoding=encoding).load()
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{path} is not a plain-data pickle ({e}); it was not loaded, since loading it could "
                                 "run code. Convert it to a safe format (.pth state dict, or .npz proposals)") from None

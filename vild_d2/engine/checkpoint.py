@@ -15,7 +15,7 @@ from ..utils import atomic_path, restricted_unpickle, seal, verify_file, write_t
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VerifiedCheckpointer", "load_trained_weights", "RandomStates", "ResumableTrainingSampler"]
+__all__ = ["VerifiedCheckpointer", "load_trained_weights", "require_weights", "RandomStates", "ResumableTrainingSampler"]
 
 
 class VerifiedCheckpointer(DetectionCheckpointer):
@@ -64,17 +64,22 @@ class VerifiedCheckpointer(DetectionCheckpointer):
         return self.incompatible
 
 
+def require_weights(path: str) -> None:
+    """Stop before any work when ``MODEL.WEIGHTS`` is empty or names a missing local file."""
+    if not path:
+        raise ValueError("no weights given: set MODEL.WEIGHTS to a trained model (model_final.pth)")
+    if "://" not in path and not os.path.isfile(path):
+        raise FileNotFoundError(f"MODEL.WEIGHTS {path} not found")
+
+
 def load_trained_weights(model, path: str, save_dir: str = "", resume: bool = False) -> None:
     """Load a trained model for inference (``--eval-only``, ``demo.py``): ``path``, or with
     ``resume`` the last checkpoint in ``save_dir``. Every parameter must come from the file:
     Detectron2 only warns about missing ones, and an evaluation of the untrained heads that
     follows would report noise as results."""
     checkpointer = VerifiedCheckpointer(model, save_dir)
-    resuming = resume and checkpointer.has_checkpoint()
-    if not path and not resuming:
-        raise ValueError("no weights given: set MODEL.WEIGHTS to a trained model (model_final.pth)")
-    if not resuming and "://" not in path and not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.WEIGHTS {path} not found")
+    if not (resume and checkpointer.has_checkpoint()):
+        require_weights(path)
     checkpointer.resume_or_load(path, resume=resume)
     inc = checkpointer.incompatible
     params = {name for name, _ in model.named_parameters()}
