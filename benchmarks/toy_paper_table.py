@@ -11,7 +11,7 @@ are shared with and cached like ``python -m vild_d2.pipeline``.
     python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--config-file ...]
                                          [--rpn-config-file ...] [--rows ...] [--opts KEY VALUE ...]
 
-Every row trains configs/toy/ViLD-Toy-R18-ensemble.yaml by default (the full-width R18-FPN,
+With --full-width every row trains configs/toy/ViLD-Toy-R18-ensemble.yaml (the full-width R18-FPN,
 1,200 iterations of 4 images) from the weights of configs/toy/RPN-Toy-R18-FPN.yaml; `make demo`
 trains the same method at half width on as many images (benchmarks/README.md).
 """
@@ -26,10 +26,16 @@ from detectron2.utils.logger import setup_logger
 from vild_d2.toy import default_toy_root
 from vild_d2.pipeline import FAST, VAL, Pipeline, PipelineSettings
 from vild_d2.toy import SPLIT_FILES, TOY_PREFIX, toy_categories
+from vild_d2.utils import write_json, write_text
 
 logger = logging.getLogger("vild_d2.toy_paper_table")
 ROWS = (("(a) supervised, base only", "supervised_base"), ("(b) supervised, all classes", "supervised_all"),
-        ("(c) ViLD-text", "text"), ("(d) ViLD-image", "image"), ("(e) ViLD", "vild"), ("(f) ViLD-ensemble", "ensemble"))
+        ("(b2) supervised, all classes, class-specific box + mask", "supervised_all_specific"),
+        ("(c) ViLD-text", "text"), ("(g) CLIP on cropped regions", "clip_crops"),
+        ("(h) ViLD-text + CLIP", "text_clip"), ("(d) ViLD-image", "image"), ("(e) ViLD", "vild"),
+        ("(f) ViLD-ensemble", "ensemble"), ("(f2) ViLD-ensemble, one box head", "ensemble_one_head"))
+# Inference-only rows: the trained ViLD-text model of the same seed, scored another way (TEST_SCORES).
+TEST_SCORES = {"clip_crops": "clip", "text_clip": "text+clip"}
 
 
 def variant_opts(kind: str, world: str):
@@ -37,18 +43,25 @@ def variant_opts(kind: str, world: str):
         # Standard class-agnostic Mask R-CNN heads with a learned classifier.
         opts = ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
                 "MODEL.VILD.MODE", "text"]  # text: the data mapper loads no cached regions
-        if kind == "supervised_all":
+        if kind == "supervised_all_specific":  # Detectron2's default heads: a box and a mask per class
+            opts += ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "False", "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", "False"]
+        if kind.startswith("supervised_all"):
             return opts + ["DATASETS.TRAIN", f"('{TOY_PREFIX}_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES",
                            str(len(toy_categories()))]
         # Evaluated with the base vocabulary against all classes: novel classes are never predicted.
         entry = [f"{VAL}_base_vocab", str(Path(world) / SPLIT_FILES["val"]), str(Path(world) / "images"),
                  "base"]
         return opts + ["DATASETS.VILD.REGISTER", repr([entry]), "DATASETS.TEST", f"('{VAL}_base_vocab',)"]
-    return ["MODEL.VILD.MODE", kind]
+    if kind == "ensemble_one_head":
+        return ["MODEL.VILD.MODE", "ensemble", "MODEL.VILD.ENSEMBLE_IMAGE_BOX_HEAD", "False"]
+    return ["MODEL.VILD.MODE", "text" if kind in TEST_SCORES else kind]
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs/toy"
 TABLE_CONFIG, TABLE_RPN_CONFIG = CONFIGS / "ViLD-Toy-R18-ensemble.yaml", CONFIGS / "RPN-Toy-R18-FPN.yaml"
+# The three-seed table's preset (the default): `make demo`'s half-width detector, 1,000 steps of 2 images.
+HALF_CONFIG, HALF_RPN_CONFIG = CONFIGS / "ViLD-Toy-ensemble.yaml", CONFIGS / "RPN-Toy-Lite-FPN.yaml"
+HALF_SCHEDULE = ("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(850,)")
 FIT_IMAGES = 300  # training images whose cached regions measure the distillation fit (of 1,200)
 
 
@@ -90,19 +103,56 @@ def detection_breakdown(pipe_out, gt: dict):
     return confident_detection_breakdown(Pipeline.lvis_results(pipe_out["vild_cfg"]), gt, novel)
 
 
+def scored_differently(text_cfg, test_scores: str) -> dict:
+    """Evaluate the trained ViLD-text model of ``text_cfg`` with MODEL.VILD.TEST_SCORES =
+    ``test_scores`` (no training), into a subfolder of its run; cached there (eval_results.json)."""
+    cfg = text_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(Path(text_cfg.OUTPUT_DIR) / "model_final.pth")
+    cfg.MODEL.VILD.TEST_SCORES = test_scores
+    cfg.OUTPUT_DIR = str(Path(text_cfg.OUTPUT_DIR) / f"test_scores_{test_scores.replace('+', '_')}")
+    done = Path(cfg.OUTPUT_DIR) / "eval_results.json"
+    if not done.is_file():
+        from vild_d2.engine import ViLDTrainer, load_trained_weights
+
+        model = ViLDTrainer.build_model(cfg)
+        load_trained_weights(model, cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
+        ViLDTrainer.test(cfg, model)  # writes eval_results.json last
+    return {"results": json.loads(done.read_text()), "vild_cfg": cfg}
+
+
+def run_row(args, base: PipelineSettings, seed: int, kind: str, val_gt: dict) -> dict:
+    """Train (or find cached) one row for one seed; its metrics and diagnostics as plain data."""
+    opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
+    pipe = Pipeline(args.output.format(seed=seed), default_toy_root(), dataclasses.replace(base, opts=opts, num_pictures=0))
+    out = pipe.run()
+    if kind in TEST_SCORES:
+        out = {**out, **scored_differently(out["vild_cfg"], TEST_SCORES[kind])}
+    results = out["results"][next(iter(out["results"]))]
+    row = {"seed": seed, "folder": out["vild_cfg"].OUTPUT_DIR, "recall": out["recall"],
+           "segm": {k: results["segm"][k] for k in ("AP", "APr", "APc", "APf")},
+           "bbox": {k: results["bbox"][k] for k in ("AP", "APr", "APc", "APf")},
+           "landing": detection_breakdown(out, val_gt), "naming": pipe.naming(out["vild_cfg"])}
+    if not kind.startswith("supervised") and kind not in TEST_SCORES:
+        row.update(model_diagnostics(out, kind))
+    return row
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--output", default="output/demo", help="pipeline folder; the default shares the "
-                   "toy teacher and text classifiers with `make demo`")
-    p.add_argument("--config-file", default=str(TABLE_CONFIG), help="ViLD config of every row (rows override "
-                   "the mode and, for (a)/(b), the heads)")
-    p.add_argument("--rpn-config-file", default=str(TABLE_RPN_CONFIG), help="base-class RPN whose proposals "
-                   "fill the region cache and whose weights every row starts from (same backbone as --config-file)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--output", default="output/toy_table/seed{seed}", help="pipeline folder, '{seed}' replaced by "
+                   "the seed: one folder per seed lets seeds run in parallel (a folder takes one run at a time)")
+    p.add_argument("--full-width", action="store_true", help="the earlier two-seed table's preset: the full-width "
+                   "R18-FPN, 1,200 steps of 4 images (default: `make demo`'s half width, 1,000 steps of 2 images)")
+    p.add_argument("--config-file", default=None, help="ViLD config of every row (rows override the mode and, for "
+                   "the supervised rows, the heads); default: the preset's")
+    p.add_argument("--rpn-config-file", default=None, help="base-class RPN whose proposals fill the region cache "
+                   "and whose weights every row starts from (same backbone as --config-file); default: the preset's")
     p.add_argument("--fast", action="store_true", help="tiny sizes, a few iterations (smoke test); the table "
                    "goes to --output instead of benchmarks/results")
     p.add_argument("--rows", nargs="+", choices=[k for _, k in ROWS], default=[k for _, k in ROWS],
-                   help="train only these rows (run several instances in parallel, then once with all rows "
+                   help="run only these rows (run several instances in parallel, then once with all rows "
                         "to assemble the table from the cached runs)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides for every row: KEY VALUE ... (last on the command line)")
@@ -112,78 +162,29 @@ def make_parser() -> argparse.ArgumentParser:
 def main():
     args = make_parser().parse_args()
     setup_logger(name="vild_d2")
-    base = dataclasses.replace(FAST if args.fast else PipelineSettings(), vild_config=args.config_file,
-                               rpn_config=args.rpn_config_file)
-    table, heads, fits, landing, naming, recall, val_gt = {}, {}, {}, {}, {}, None, None
+    configs = (TABLE_CONFIG, TABLE_RPN_CONFIG, ()) if args.full_width else (HALF_CONFIG, HALF_RPN_CONFIG, HALF_SCHEDULE)
+    settings = FAST if args.fast else PipelineSettings()
+    base = dataclasses.replace(settings, vild_config=str(args.config_file or configs[0]),
+                               rpn_config=str(args.rpn_config_file or configs[1]),
+                               opts=tuple(settings.opts) + (() if args.fast else configs[2]))
+    val_gt = None
+    runs = {}
     for seed in args.seeds:
         for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:
-            opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
-            out = Pipeline(args.output, default_toy_root(), dataclasses.replace(base, opts=opts, num_pictures=0)).run()
-            metrics = out["results"][next(iter(out["results"]))]["segm"]
-            table.setdefault(label, []).append([metrics[k] for k in ("AP", "APr", "APc", "APf")])
-            recall = out["recall"]
-            if val_gt is None:  # the first row's pipeline has built the toy world
+            if val_gt is None:  # the first row's pipeline builds the toy world
+                Pipeline(args.output.format(seed=seed), default_toy_root(), base).run_toy_stages()
                 val_gt = json.loads((Path(default_toy_root()) / SPLIT_FILES["val"]).read_text())
-            landing.setdefault(label, []).append(detection_breakdown(out, val_gt))
-            naming.setdefault(label, []).append(out["naming"])
-            if not kind.startswith("supervised"):
-                diagnostics = model_diagnostics(out, kind)
-                heads.setdefault(label, []).append(diagnostics["heads"])
-                if "fit" in diagnostics:
-                    fits.setdefault(label, []).append(diagnostics["fit"])
-    lines = ["| model | mask AP | APr (novel) | APc | APf |", "| --- | --- | --- | --- | --- |"]
-    for label, runs in table.items():
-        lines.append(f"| {label} | " + " | ".join(_cell([r[i] for r in runs]) for i in range(4)) + " |")
-    lines += ["", "Zero-shot accuracy of each region-embedding head on validation ground-truth boxes "
-              "(argmax over all 24 classes; diagnostic), and how often the text head's softmax with background "
-              "calls the object background:", "",
-              "| model | head | novel | base |", "| --- | --- | --- | --- |"]
-    for label, runs in heads.items():
-        for head, name in (("text", "text"), ("image", "image"), ("text_background", "text: background")):
-            if head in runs[0]:
-                lines.append(f"| {label} | {name} | " + " | ".join(
-                    _cell([100 * r[head][g] for r in runs]) for g in ("novel", "base")) + " |")
-    lines += ["", f"How closely the distilled head fits its CLIP targets on its own training regions (the cached "
-              f"regions of {FIT_IMAGES} training images, novel objects labelled for this only): mean cosine of "
-              "region and CLIP embedding, and the share of object regions each names right (argmax over 24 "
-              "classes):", "",
-              "| model | novel: cosine | novel: model right | novel: CLIP right | base: cosine | base: model right "
-              "| base: CLIP right | background: cosine |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for label, runs in fits.items():
-        cells = [_cell([f[g][k] for f in runs], digits=3 if k == "cosine" else 1, scale=1 if k == "cosine" else 100)
-                 for g in ("novel", "base") for k in ("cosine", "student_accuracy", "clip_accuracy")]
-        lines.append(f"| {label} | " + " | ".join(cells + [_cell([f["background"]["cosine"] for f in runs], digits=3)])
-                     + " |")
-    lines += ["", "Where confident detections (score >= 0.3) on the validation images land, by predicted "
-              "class (novel / base): on an object of that class, on another object, on background "
-              "(IoU >= 0.5 with the best-overlapping object):", "",
-              "| model | novel: right | novel: other object | novel: background | base: right | base: other object "
-              "| base: background |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for label, runs in landing.items():
-        lines.append(f"| {label} | " + " | ".join(_cell([r[g][w] for r in runs], digits=0) for g in ("novel", "base")
-                                                  for w in ("right", "other_object", "background")) + " |")
-    lines += ["", "Novel validation objects (all of them, whether or not the row can name novel classes): found "
-              "by a detection of any class at box IoU >= 0.5, and named right by the top-scoring such detection "
-              "(the pipeline's report):", "", "| model | novel objects | found | named right |", "| --- | --- | --- | --- |"]
-    for label, runs in naming.items():
-        lines.append(f"| {label} | {runs[0]['objects']} | " + " | ".join(
-            _cell([100 * r[k] / max(r["objects"], 1) for r in runs]) + " %" for k in ("found", "named_right")) + " |")
-    lines += ["", f"Proposal recall AR@300 (IoU 0.5) of the base-class RPN on validation objects: novel "
-              f"{100 * recall['novel']:.1f}%, base {100 * recall['base']:.1f}%.", "",
-              f"Seeds: {args.seeds}; overrides: {args.opts or 'none'}; config: {Path(base.vild_config).name}."]
-    text = "\n".join(lines) + "\n"
-    print(text)
+            runs.setdefault(kind, []).append(run_row(args, base, seed, kind, val_gt))
     if len(args.rows) < len(ROWS):  # a partial run must not overwrite the assembled table
-        logger.info("only rows %s: table printed, not written (rerun with all rows to assemble it)", args.rows)
+        logger.info("only rows %s: nothing assembled (rerun with all rows to assemble the table)", args.rows)
         return
-    out = Path(args.output) if args.fast else Path(__file__).resolve().parent / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "toy_paper_table.md").write_text(text)
+    from toy_table_report import render
 
-
-def _cell(vals, digits: int = 1, scale: float = 1) -> str:
-    vals = [scale * v for v in vals]
-    return f"{sum(vals) / len(vals):.{digits}f}" + (f" ± {max(vals) - min(vals):.{digits}f}" if len(vals) > 1 else "")
+    text = render(runs, dict(ROWS), val_gt, args, base)
+    print(text)
+    out = Path(args.output.format(seed="all")) if args.fast else Path(__file__).resolve().parent / "results"
+    write_json(out / "toy_paper_table.json", runs)
+    write_text(out / "toy_paper_table.md", text)
 
 
 if __name__ == "__main__":

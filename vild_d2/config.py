@@ -44,6 +44,14 @@ def add_vild_config(cfg: CN) -> None:
     # "text" (ViLD-text), "image" (ViLD-image), "vild" (one head, both losses) or
     # "ensemble" (separate text and image heads, geometric-mean scores).
     _C.MODEL.VILD.MODE = "vild"
+    # Inference scores: "model" (the MODE's heads); "clip" (CLIP on each proposal's CROP_SCALES
+    # crops, geometric mean with the proposal's objectness); "text+clip" (the text head's scores
+    # ensembled with CLIP's on the crops by ENSEMBLE_WEIGHT, as ViLD-ensemble). The crop modes run
+    # CLIP_MODEL's image tower on every proposal at inference: the paper's analysis rows.
+    _C.MODEL.VILD.TEST_SCORES = "model"
+    # ViLD-ensemble's image embeddings come from their own box head (the paper); False: one box
+    # head with separate text and image projections (a one-branch simplification).
+    _C.MODEL.VILD.ENSEMBLE_IMAGE_BOX_HEAD = True
     # Number M of cached CLIP proposals per training image used by ViLD-image.
     _C.MODEL.VILD.NUM_CACHED_PROPOSALS = 300
     # Directory of the offline CLIP region-embedding cache (ViLD-image modes).

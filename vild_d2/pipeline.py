@@ -101,17 +101,22 @@ class Pipeline:
                               proposal_opts=tuple(s.rpn_opts), init_from_proposals=s.init_from_rpn,
                               cache_shard_size=100, data_key=(TOY_PREFIX, dataclasses.asdict(s.world)))
 
-    def run(self) -> Dict:
+    def run_toy_stages(self) -> Dict:
+        """The toy world and its CLIP teacher (built, or checked and kept); their timings."""
         existing = read_settings(self.world_root)
         if existing and existing != dataclasses.asdict(self.settings.world):
             build_toy_world(self.world_root, self.settings.world)  # raises, naming the differing settings
-        timings = run_stages(self.toy_stages())
+        return run_stages(self.toy_stages())
+
+    def run(self) -> Dict:
+        timings = self.run_toy_stages()
         plan = run_recipe(self.out, self.recipe_settings(), num_gpus=self.settings.num_gpus)
         recipe = summary(plan)
         timings.update({k: tuple(v) for k, v in recipe["timings"].items()})
         pictures = plan.vild_dir / "pictures"
-        timings.update(run_stages([Stage("pictures", (pictures / "pictures.json",),
-                                         lambda: self.draw_pictures(plan.vild_cfg, pictures))]))
+        if self.settings.num_pictures:
+            timings.update(run_stages([Stage("pictures", (pictures / "pictures.json",),
+                                             lambda: self.draw_pictures(plan.vild_cfg, pictures))]))
         naming = self.naming(plan.vild_cfg)
         self.report(timings, recipe["results"], recipe["recall"], naming, pictures)
         return {"results": recipe["results"], "recall": recipe["recall"], "naming": naming, "pictures": str(pictures),

@@ -55,7 +55,7 @@ class ViLDROIHeads(StandardROIHeads):
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
         ret["box_predictor"] = ViLDOutputLayers(cfg, ret["box_head"].output_shape)
-        if cfg.MODEL.VILD.MODE == "ensemble":
+        if cfg.MODEL.VILD.MODE == "ensemble" and cfg.MODEL.VILD.ENSEMBLE_IMAGE_BOX_HEAD:
             resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
             channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
             ret["image_box_head"] = build_box_head(cfg, ShapeSpec(channels=channels, height=resolution,
@@ -111,10 +111,13 @@ class ViLDROIHeads(StandardROIHeads):
         return self.box_predictor.image_parameters() + extra
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        if self.training or self.image_box_head is None:
+        if self.training or self.box_predictor.mode != "ensemble":
             return super()._forward_box(features, proposals)
-        # ViLD-ensemble inference: text and image heads on the same pooled features.
+        # ViLD-ensemble inference: text and image heads on the same pooled features (one box head
+        # with two projections when ENSEMBLE_IMAGE_BOX_HEAD is off).
         pooled = self.box_pooler([features[f] for f in self.box_in_features], [p.proposal_boxes for p in proposals])
-        predictions = self.box_predictor(self.box_head(pooled), image_x=self.image_box_head(pooled))
+        box_features = self.box_head(pooled)  # R x C
+        image_features = box_features if self.image_box_head is None else self.image_box_head(pooled)  # R x C
+        predictions = self.box_predictor(box_features, image_x=image_features)
         pred_instances, _ = self.box_predictor.inference(predictions, proposals)
         return pred_instances
