@@ -1,4 +1,6 @@
 """Detection breakdown: confident detections counted by where they land, exact counts."""
+import pytest
+
 from vild_d2.evaluation import confident_detection_breakdown
 
 
@@ -42,3 +44,24 @@ def test_novel_object_naming_takes_the_top_detection_on_each_novel_object():
     naming = novel_object_naming(results, gt, novel_category_ids=[2, 3])
     assert naming == {"objects": 4, "found": 2, "named_right": 1, "wrong_names": {1: 1}}
     assert novel_object_naming(results, gt, [2, 3], iou=0.2)["found"] == 3
+
+
+def test_class_subset_ap_averages_only_the_chosen_classes(tmp_path):
+    import json
+
+    from vild_d2.evaluation import class_subset_ap
+
+    gt = {"images": [{"id": 1, "width": 20, "height": 20, "neg_category_ids": [], "not_exhaustive_category_ids": []}],
+          "categories": [{"id": 1, "name": "a", "frequency": "f"}, {"id": 2, "name": "b", "frequency": "r"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100},
+                          {"id": 2, "image_id": 1, "category_id": 2, "bbox": [10, 10, 10, 10], "area": 100}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    results = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
+               {"image_id": 1, "category_id": 2, "bbox": [10, 10, 10, 6.3], "score": 0.8}]  # IoU 0.63
+    assert class_subset_ap(results, str(path), [1]) == pytest.approx({"AP": 100.0, "AP50": 100.0, "AP75": 100.0})
+    # matched at IoU 0.5, 0.55 and 0.6 of the ten thresholds
+    assert class_subset_ap(results, str(path), [2]) == pytest.approx({"AP": 30.0, "AP50": 100.0, "AP75": 0.0})
+    assert class_subset_ap(results, str(path), [1, 2]) == pytest.approx({"AP": 65.0, "AP50": 100.0, "AP75": 50.0})
+    assert class_subset_ap(results[:1], str(path), [2]) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    assert "area" not in results[0]  # the caller's dicts are left as they were

@@ -206,3 +206,23 @@ def test_distillation_fit_groups_regions_exactly(toy_env, toy_cfg, monkeypatch):
         assert out[group]["student_accuracy"] == pytest.approx(sum(c == 0 for c in classes) / len(classes))
         assert out[group]["cosine"] == pytest.approx(float((text[classes] @ text[0]).mean()), abs=1e-6)
     assert out["background"] == {"cosine": pytest.approx(1.0), "regions": len(records)}
+
+
+def test_ensemble_with_one_box_head(toy_cfg):
+    """MODEL.VILD.ENSEMBLE_IMAGE_BOX_HEAD False: one box head, separate text and image projections;
+    the image projection alone takes ViLD-image's gradient in the predictor."""
+    toy_cfg.MODEL.VILD.MODE = "ensemble"
+    toy_cfg.MODEL.VILD.ENSEMBLE_IMAGE_BOX_HEAD = False
+    torch.manual_seed(0)
+    model = build_model(toy_cfg)
+    assert model.roi_heads.image_box_head is None and model.roi_heads.box_predictor.image_projection is not None
+    model.train()
+    losses = model(batch())
+    losses["loss_image"].backward()
+    predictor = model.roi_heads.box_predictor
+    assert predictor.image_projection.weight.grad.abs().sum() > 0 and predictor.projection.weight.grad is None
+    assert model.roi_heads.box_head.fc1.weight.grad.abs().sum() > 0  # the shared box head learns from both
+    model.eval()
+    with torch.no_grad():
+        inst = model([{"image": b["image"], "height": 128, "width": 144} for b in batch()])[0]["instances"]
+    assert len(inst) > 0 and float(inst.scores.max()) <= 1.0

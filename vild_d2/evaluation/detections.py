@@ -3,13 +3,15 @@
 :func:`confident_detection_breakdown`: where confident detections of novel and of base classes
 land (the right object, another object, background). :func:`novel_object_naming`: whether the
 model names the novel objects it finds (the class of the top-scoring detection on each).
+:func:`class_subset_ap`: LVIS AP, AP50 and AP75 over a subset of the classes (e.g. the base ones).
 """
-from typing import Dict, Iterable, List
+import copy
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
-__all__ = ["confident_detection_breakdown", "novel_object_naming"]
+__all__ = ["confident_detection_breakdown", "novel_object_naming", "class_subset_ap"]
 
 
 def _xyxy(xywh) -> Boxes:
@@ -79,3 +81,21 @@ def novel_object_naming(results: List[dict], gt: dict, novel_category_ids: Itera
             else:
                 wrong[top] = wrong.get(top, 0) + 1
     return {**counts, "wrong_names": wrong}
+
+
+def class_subset_ap(results: List[dict], gt_json: str, category_ids: Sequence[int], iou_type: str = "bbox",
+                    max_dets: int = 300) -> Dict[str, float]:
+    """LVIS AP, AP50 and AP75 (in %) of ``results`` (LVIS result dicts) averaged over
+    ``category_ids`` only, as the LVIS evaluator computes them (``neg_category_ids`` and all);
+    detections of other classes are dropped first. All zero when none is left."""
+    from lvis import LVIS, LVISEval, LVISResults
+
+    keep = set(category_ids)
+    dets = [copy.copy(r) for r in results if r["category_id"] in keep]  # LVISResults adds keys to each
+    if not dets:
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    gt = LVIS(gt_json)
+    evaluator = LVISEval(gt, LVISResults(gt, dets, max_dets=max_dets), iou_type)
+    evaluator.params.cat_ids = sorted(keep & set(gt.get_cat_ids()))
+    evaluator.run()
+    return {k: 100.0 * float(evaluator.results[k]) for k in ("AP", "AP50", "AP75")}

@@ -6,7 +6,7 @@ C the box-head feature size. Class index K (the last) is background, as everywhe
 Detectron2.
 """
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ from detectron2.layers import ShapeSpec, cat, cross_entropy
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 from torch import nn
 
+from .crop_scoring import TEST_SCORES
 from .vocabulary import resolve_vocabularies
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
       Logits = cosine similarity / temperature, R x (K + 1), background last.
     * :meth:`forward` returns ``(logits, deltas)`` in training and ``(probabilities, deltas)``
       at inference, where the probabilities already follow the mode (ViLD-ensemble's
-      geometric mean in ``ensemble``).
+      geometric mean in ``ensemble``), or ``test_scores`` ("clip", "text+clip": CLIP on the
+      proposals' crops, embedded by :class:`CropEmbedder` and handed in as ``crops``).
     """
 
     @configurable
@@ -57,10 +59,15 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         temperature: float = 0.01,
         text_loss_weight: float = 1.0,
         ensemble_weight: float = 2.0 / 3.0,
+        test_scores: str = "model",
         **kwargs,
     ):
         if mode not in MODES:
             raise ValueError(f"MODEL.VILD.MODE must be one of {MODES}, got {mode!r}")
+        if test_scores not in TEST_SCORES:
+            raise ValueError(f"MODEL.VILD.TEST_SCORES must be one of {TEST_SCORES}, got {test_scores!r}")
+        if test_scores == "text+clip" and mode == "image":
+            raise ValueError("MODEL.VILD.TEST_SCORES 'text+clip' needs a text head: MODE 'image' has none (use 'clip')")
         if not kwargs.pop("cls_agnostic_bbox_reg", True):
             raise ValueError("ViLD needs class-agnostic box regression: set "
                              "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG=True")
@@ -72,6 +79,7 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         self.mode = mode
         self.temperature = temperature
         self.ensemble_weight = ensemble_weight
+        self.test_scores = test_scores
         self.loss_weight["loss_cls"] = text_loss_weight
         self.projection = nn.Linear(input_size, dim)
         self.image_projection = nn.Linear(input_size, dim) if mode == "ensemble" else None
@@ -93,6 +101,7 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
             temperature=cfg.MODEL.VILD.TEMPERATURE,
             text_loss_weight=cfg.MODEL.VILD.TEXT_LOSS_WEIGHT,
             ensemble_weight=cfg.MODEL.VILD.ENSEMBLE_WEIGHT,
+            test_scores=cfg.MODEL.VILD.TEST_SCORES,
         )
         return ret
 
@@ -140,13 +149,20 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         with _float32(emb):
             return emb.float() @ classifier.t() / self.temperature
 
-    def forward(self, x, image_x: Optional[torch.Tensor] = None):
-        """``x``: R x C box-head features; ``image_x``: R x C features of the separate image box
-        head, needed for ViLD-ensemble inference."""
+    def forward(self, x, image_x: Optional[torch.Tensor] = None,
+                crops: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+        """``x``: R x C box-head features; ``image_x``: R x C features of the image box head,
+        needed for ViLD-ensemble inference; ``crops``: (R x D CLIP crop embeddings, R proposal
+        objectness logits), needed for the ``test_scores`` crop modes."""
         deltas = self.bbox_pred(x.flatten(1))
         emb = self.embed(x, "text")
         if self.training:
             return self.text_logits(emb), deltas
+        if self.test_scores != "model":
+            if crops is None:
+                raise ValueError(f"MODEL.VILD.TEST_SCORES={self.test_scores!r} needs CLIP crop embeddings: "
+                                 "use ViLDROIHeads, which computes them")
+            return self.crop_probabilities(emb, *crops), deltas
         return self.class_probabilities(emb, image_x), deltas
 
     def class_probabilities(self, emb: torch.Tensor, image_x: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -161,10 +177,28 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
             p_image = F.softmax(image_emb.float() @ self.class_embeddings.t() / self.temperature, dim=1)  # R x K
             if self.mode == "image":
                 return F.pad(p_image, (0, 1))
-            p_text = F.softmax(self.text_logits(emb), dim=1)
-            lam = torch.where(self.novel_mask, 1 - self.ensemble_weight, self.ensemble_weight)  # K
-            combined = p_text[:, :-1] ** lam * p_image ** (1 - lam)
-            return torch.cat([combined, p_text[:, -1:]], dim=1)
+            return self.ensemble(F.softmax(self.text_logits(emb), dim=1), p_image)
+
+    def ensemble(self, p_text: torch.Tensor, p_other: torch.Tensor) -> torch.Tensor:
+        """ViLD-ensemble's geometric mean: class k scores p_text^l * p_other^(1-l), l =
+        ENSEMBLE_WEIGHT for base classes and 1 - ENSEMBLE_WEIGHT for novel ones. ``p_text``:
+        R x (K + 1) (background last, kept as the last column); ``p_other``: R x K."""
+        lam = torch.where(self.novel_mask, 1 - self.ensemble_weight, self.ensemble_weight)  # K
+        combined = p_text[:, :-1] ** lam * p_other ** (1 - lam)
+        return torch.cat([combined, p_text[:, -1:]], dim=1)
+
+    def crop_probabilities(self, emb: torch.Tensor, crop_embeds: torch.Tensor, objectness_logits: torch.Tensor):
+        """R x (K + 1) scores from CLIP on the proposals' crops (``crop_embeds``, R x D). "clip":
+        sqrt(p_clip(k) * sigmoid(objectness)), the class probability and the proposal's objectness
+        in a geometric mean (CLIP has no background class), background column 0; "text+clip":
+        :meth:`ensemble` of the text head's softmax and p_clip. p_clip: softmax over the K classes
+        of cosine / temperature."""
+        with _float32(emb):
+            p_clip = F.softmax(F.normalize(crop_embeds.float(), dim=1) @ self.class_embeddings.t() / self.temperature,
+                               dim=1)  # R x K
+            if self.test_scores == "clip":
+                return F.pad((p_clip * torch.sigmoid(objectness_logits.float())[:, None]).sqrt(), (0, 1))
+            return self.ensemble(F.softmax(self.text_logits(emb), dim=1), p_clip)
 
     def predict_probs(self, predictions, proposals):
         probs, _ = predictions

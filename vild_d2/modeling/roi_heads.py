@@ -11,6 +11,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, 
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
+from .crop_scoring import CropEmbedder
 from .output_layers import ViLDOutputLayers
 
 __all__ = ["ViLDROIHeads"]
@@ -31,12 +32,15 @@ class ViLDROIHeads(StandardROIHeads):
     """
 
     @configurable
-    def __init__(self, *, image_loss_weight: float = 0.5, image_box_head: Optional[nn.Module] = None, **kwargs):
+    def __init__(self, *, image_loss_weight: float = 0.5, image_box_head: Optional[nn.Module] = None,
+                 crop_embedder: Optional[CropEmbedder] = None, **kwargs):
         """``image_box_head``: the separate box head of ViLD-ensemble's image embeddings (None:
-        one box head serves both)."""
+        one box head serves both); ``crop_embedder``: CLIP on the proposals' crops at inference
+        (``MODEL.VILD.TEST_SCORES`` "clip" / "text+clip"; None: the heads score)."""
         super().__init__(**kwargs)
         self.image_loss_weight = image_loss_weight
         self.image_box_head = image_box_head
+        self.crop_embedder = crop_embedder
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -49,6 +53,8 @@ class ViLDROIHeads(StandardROIHeads):
             raise ValueError("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is not supported with ViLDROIHeads")
         ret = super().from_config(cfg, input_shape)
         ret["image_loss_weight"] = cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT
+        if cfg.MODEL.VILD.TEST_SCORES != "model":
+            ret["crop_embedder"] = CropEmbedder(cfg)
         return ret
 
     @classmethod
@@ -68,6 +74,9 @@ class ViLDROIHeads(StandardROIHeads):
 
     def forward(self, images, features: Dict[str, torch.Tensor], proposals: List[Instances],
                 targets: Optional[List[Instances]] = None, clip_regions: Optional[List[Instances]] = None):
+        if not self.training and self.crop_embedder is not None:
+            for p, emb in zip(proposals, self.crop_embedder(images, [p.proposal_boxes for p in proposals])):
+                p.crop_embeds = emb  # R_i x D, read by _forward_box
         if not self.training or not self.uses_image_loss:
             return super().forward(images, features, proposals, targets)
         if clip_regions is None:
@@ -111,13 +120,21 @@ class ViLDROIHeads(StandardROIHeads):
         return self.box_predictor.image_parameters() + extra
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        if self.training or self.box_predictor.mode != "ensemble":
+        if self.training or (self.box_predictor.mode != "ensemble" and self.crop_embedder is None):
             return super()._forward_box(features, proposals)
-        # ViLD-ensemble inference: text and image heads on the same pooled features (one box head
-        # with two projections when ENSEMBLE_IMAGE_BOX_HEAD is off).
+        # Inference with ViLD-ensemble's image head (one box head with two projections when
+        # ENSEMBLE_IMAGE_BOX_HEAD is off) or with CLIP on the crops, on the same pooled features.
         pooled = self.box_pooler([features[f] for f in self.box_in_features], [p.proposal_boxes for p in proposals])
         box_features = self.box_head(pooled)  # R x C
-        image_features = box_features if self.image_box_head is None else self.image_box_head(pooled)  # R x C
-        predictions = self.box_predictor(box_features, image_x=image_features)
+        crops, image_features = None, None
+        if self.crop_embedder is not None:
+            if proposals and not proposals[0].has("objectness_logits"):
+                raise ValueError("MODEL.VILD.TEST_SCORES crop modes need the proposals' objectness_logits")
+            crops = (torch.cat([p.crop_embeds for p in proposals]), torch.cat([p.objectness_logits for p in proposals]))
+        elif self.image_box_head is not None:
+            image_features = self.image_box_head(pooled)  # R x C
+        else:
+            image_features = box_features
+        predictions = self.box_predictor(box_features, image_x=image_features, crops=crops)
         pred_instances, _ = self.box_predictor.inference(predictions, proposals)
         return pred_instances
