@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
@@ -27,6 +28,9 @@ from vild_d2.toy import default_toy_root
 from vild_d2.pipeline import FAST, VAL, Pipeline, PipelineSettings
 from vild_d2.toy import SPLIT_FILES, TOY_PREFIX, toy_categories
 from vild_d2.utils import write_json, write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toy_table_report import LOCALISATION_ROWS, render  # noqa: E402  (beside this script)
 
 logger = logging.getLogger("vild_d2.toy_paper_table")
 ROWS = (("(a) supervised, base only", "supervised_base"), ("(b) supervised, all classes", "supervised_all"),
@@ -90,7 +94,22 @@ def model_diagnostics(pipe_out, kind: str):
         train = DatasetCatalog.get(f"{TOY_PREFIX}_train_full")[:FIT_IMAGES]  # novel objects labelled
         out["fit"] = distillation_fit(model, RegionCache(cfg.MODEL.VILD.REGION_CACHE_DIR), train, novel,
                                       cfg.INPUT.FORMAT)
-    cached.write_text(json.dumps(out, indent=1))
+    write_json(cached, out)
+    return out
+
+
+def base_class_ap(cfg, val_gt: dict) -> dict:
+    """Box and mask LVIS AP / AP50 / AP75 over the base classes only (class_subset_ap), from the
+    run's validation results; cached in its folder."""
+    cached = Path(cfg.OUTPUT_DIR) / "base_ap.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    from vild_d2.evaluation import class_subset_ap
+
+    base = [c["id"] for c in val_gt["categories"] if c["frequency"] != "r"]
+    results, gt_file = Pipeline.lvis_results(cfg), str(Path(default_toy_root()) / SPLIT_FILES["val"])
+    out = {t: class_subset_ap(results, gt_file, base, t) for t in ("bbox", "segm")}
+    write_json(cached, out)
     return out
 
 
@@ -135,6 +154,8 @@ def run_row(args, base: PipelineSettings, seed: int, kind: str, val_gt: dict) ->
            "landing": detection_breakdown(out, val_gt), "naming": pipe.naming(out["vild_cfg"])}
     if not kind.startswith("supervised") and kind not in TEST_SCORES:
         row.update(model_diagnostics(out, kind))
+    if kind in LOCALISATION_ROWS:
+        row["base_ap"] = base_class_ap(out["vild_cfg"], val_gt)
     return row
 
 
@@ -178,8 +199,6 @@ def main():
     if len(args.rows) < len(ROWS):  # a partial run must not overwrite the assembled table
         logger.info("only rows %s: nothing assembled (rerun with all rows to assemble the table)", args.rows)
         return
-    from toy_table_report import render
-
     text = render(runs, dict(ROWS), val_gt, args, base)
     print(text)
     out = Path(args.output.format(seed="all")) if args.fast else Path(__file__).resolve().parent / "results"

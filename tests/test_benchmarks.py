@@ -18,7 +18,7 @@ def test_rows_and_opts_combine():
     p = _table_module().make_parser()
     args = p.parse_args(["--rows", "vild", "text", "--opts", "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.1"])
     assert args.rows == ["vild", "text"] and args.opts == ["MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.1"]
-    assert len(p.parse_args([]).rows) == 6 and p.parse_args([]).opts == []
+    assert len(p.parse_args([]).rows) == 10 and p.parse_args([]).opts == []
 
 
 def test_demo_is_the_table_model_at_half_width_on_as_many_images():
@@ -54,3 +54,21 @@ def test_mismatched_backbones_are_refused():
     with pytest.raises(ValueError, match="MODEL.RESNETS.NUM_GROUPS"):  # any key under RESNETS / FPN counts
         check_same_backbone(rpn, _cfg(table.TABLE_CONFIG, ("MODEL.RESNETS.NUM_GROUPS", "2")))
     check_same_backbone(rpn, _cfg(table.TABLE_CONFIG, ()))
+
+
+def test_orderings_are_judged_against_the_spread():
+    spec = importlib.util.spec_from_file_location("toy_table_report", REPO / "benchmarks/toy_table_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def runs(*aps):
+        return [{"seed": s, "segm": {"APr": v}} for s, v in enumerate(aps)]
+
+    # means 20 and 10, deviations 1 and 4: a gap of 10 beyond 4
+    c = report.compare({"a": runs(19, 20, 21), "b": runs(6, 10, 14)}, "a", "b", "APr")
+    assert c == {"gap": 10.0, "spread": 4.0, "wins": 3, "seeds": 3, "verdict": "holds"}
+    c = report.compare({"a": runs(10, 20, 30), "b": runs(16, 15, 14)}, "a", "b", "APr")  # gap 5, std 10
+    assert (c["verdict"], c["wins"]) == ("within the spread", 2)
+    assert report.compare({"a": runs(1, 2, 3), "b": runs(10, 11, 12)}, "a", "b", "APr")["verdict"] == "reversed"
+    assert report.cell([1.0, 2.0, 3.0]) == "2.0 ± 1.0" and report.cell([0.5], scale=100) == "50.0"
+    assert report.cell([float("nan")]) == "-"
