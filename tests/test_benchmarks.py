@@ -26,9 +26,13 @@ def test_demo_is_the_table_model_at_half_width_on_as_many_images():
     from vild_d2.config import load_config as _cfg
     from vild_d2.pipeline import PipelineSettings
 
-    args = _table_module().make_parser().parse_args([])
-    table, table_rpn = _cfg(args.config_file, ()), _cfg(args.rpn_config_file, ())
+    module = _table_module()
+    table, table_rpn = _cfg(module.TABLE_CONFIG, ()), _cfg(module.TABLE_RPN_CONFIG, ())  # --full-width
     demo, demo_rpn = _cfg(PipelineSettings().vild_config, ()), _cfg(PipelineSettings().rpn_config, ())
+    # the default preset: the demo's detector on 1,000 steps of 2 images
+    assert (str(module.HALF_CONFIG), str(module.HALF_RPN_CONFIG)) == (PipelineSettings().vild_config,
+                                                                       PipelineSettings().rpn_config)
+    assert module.HALF_SCHEDULE == ("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(850,)")
     images = lambda c: c.SOLVER.MAX_ITER * c.SOLVER.IMS_PER_BATCH  # noqa: E731
     assert images(table) == images(demo) == 4800
     assert (table.SOLVER.IMS_PER_BATCH, table.SOLVER.BASE_LR, table.SOLVER.STEPS) == (4, 0.001, (1000,))
