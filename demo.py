@@ -3,7 +3,7 @@
 
     python demo.py --config-file configs/toy/ViLD-Toy-ensemble.yaml --input img.png photos/ "shots/*.jpg" \
         --output out/ --vocabulary custom --custom-vocabulary "red circle,blue star" \
-        --opts MODEL.WEIGHTS output/demo/vild_xxx/model_final.pth
+        [--scores text+clip] --opts MODEL.WEIGHTS output/demo/vild_xxx/model_final.pth
 
 Writes one PNG (boxes, masks, class names, scores; novel classes in magenta) and one JSON of
 detections per image into --output.
@@ -17,6 +17,7 @@ from PIL import Image
 
 import vild_d2  # noqa: F401  (registers components and datasets)
 from vild_d2.config import load_config
+from vild_d2.modeling import TEST_SCORES
 from vild_d2.predictor import IMAGE_EXTENSIONS, VocabularyPredictor, expand_inputs, output_stems, vocabulary_source
 from vild_d2.utils import atomic_path, write_json
 from vild_d2.visualize import detections_to_json, draw_detections
@@ -30,10 +31,14 @@ def main():
     p.add_argument("--vocabulary", default="custom", help="lvis | coco | toy | custom")
     p.add_argument("--custom-vocabulary", default="", help="'class a,class b' or a file, one class per line")
     p.add_argument("--confidence-threshold", type=float, default=0.3)
+    p.add_argument("--scores", choices=TEST_SCORES, default=None, help="model: the trained heads; clip: CLIP on each "
+                   "proposal's crops; text+clip: the text head ensembled with CLIP on the crops (sets "
+                   "MODEL.VILD.TEST_SCORES; default: the config's)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = p.parse_args()
     logger = setup_logger(name="vild_d2")
-    cfg = load_config(args.config_file, args.opts)  # registers DATASETS.VILD.REGISTER, as train_net.py does
+    scores = ["MODEL.VILD.TEST_SCORES", args.scores] if args.scores else []
+    cfg = load_config(args.config_file, scores + args.opts)  # registers DATASETS.VILD.REGISTER, as train_net.py does
     predictor = VocabularyPredictor(cfg, vocabulary_source(args.vocabulary, args.custom_vocabulary))
     paths = expand_inputs(args.input)
     stems = output_stems(paths)  # a/x.png and b/x.png must not overwrite each other's results

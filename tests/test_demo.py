@@ -1,6 +1,8 @@
 """demo.py: a custom vocabulary of novel names on toy images, PNG + JSON per image."""
 import json
 
+import pytest
+
 from PIL import Image
 
 from vild_d2.toy import TOY_PREFIX
@@ -8,7 +10,8 @@ from vild_d2.toy import TOY_PREFIX
 from .conftest import INSTANT, run_script
 
 
-def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path):
+@pytest.mark.parametrize("scores", [[], ["--scores", "text+clip"]], ids=["model", "text+clip"])
+def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path, scores):
     run, _ = instant_run
     images = toy_env / TOY_PREFIX / "images" / "val"
     broken = tmp_path / "broken.png"
@@ -16,7 +19,7 @@ def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path):
     vocab = ["ruby", "medic", "daisy"]  # rare classes: never labelled in training
     log = run_script("demo.py", toy_env, "--config-file", str(INSTANT), "--input", str(images), str(broken),
                      "--output", str(tmp_path / "out"), "--vocabulary", "custom", "--custom-vocabulary", ",".join(vocab),
-                     "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", str(run / "model_final.pth"),
+                     "--confidence-threshold", "0.0", *scores, "--opts", "MODEL.WEIGHTS", str(run / "model_final.pth"),
                      "MODEL.VILD.CLIP_MODEL", str(toy_env / "clip.pt"),
                      "MODEL.VILD.TEXT_CACHE_DIR", str(tmp_path / "text"), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
     assert "skipping" in log and "broken.png" in log
@@ -28,3 +31,5 @@ def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path):
         assert min(w, h) >= 480 and abs(w / h - w0 / h0) < 0.01  # small images are drawn upscaled
     assert names and set(names) <= set(vocab)
     assert not (tmp_path / "out/broken.json").exists()
+    assert all(0.0 <= d["score"] <= 1.0 for src in images.glob("*.png")
+               for d in json.loads((tmp_path / "out" / f"{src.stem}.json").read_text())["detections"])
