@@ -175,6 +175,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", choices=[k for _, k in ROWS], default=[k for _, k in ROWS],
                    help="run only these rows (run several instances in parallel, then once with all rows "
                         "to assemble the table from the cached runs)")
+    p.add_argument("--write", action="store_true", help="assemble and write the table also for a subset of --rows")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides for every row: KEY VALUE ... (last on the command line)")
     return p
@@ -196,7 +197,7 @@ def main():
                 Pipeline(args.output.format(seed=seed), default_toy_root(), base).run_toy_stages()
                 val_gt = json.loads((Path(default_toy_root()) / SPLIT_FILES["val"]).read_text())
             runs.setdefault(kind, []).append(run_row(args, base, seed, kind, val_gt))
-    if len(args.rows) < len(ROWS):  # a partial run must not overwrite the assembled table
+    if len(args.rows) < len(ROWS) and not args.write:  # a partial run must not overwrite the assembled table
         logger.info("only rows %s: nothing assembled (rerun with all rows to assemble the table)", args.rows)
         return
     text = render(runs, dict(ROWS), val_gt, args, base)
