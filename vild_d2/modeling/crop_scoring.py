@@ -1,8 +1,8 @@
 """CLIP on cropped regions at inference: the paper's two analysis rows (``MODEL.VILD.TEST_SCORES``
 "clip" and "text+clip"). Each proposal is cropped at every ``MODEL.VILD.CROP_SCALES`` scale from
 the image the detector sees, embedded by the CLIP image tower with the region cache's crop code
-(:func:`vild_d2.crops.embed_regions`), and the scale embeddings are summed and renormalised, as
-in the cache. Classification against the vocabulary is :class:`ViLDOutputLayers`'s.
+(:func:`vild_d2.crops.embed_regions`), and the scale embeddings are combined as the cache
+combines them (``RegionCacheSettings.combine``: summed and renormalised). Classification against the vocabulary is :class:`ViLDOutputLayers`'s.
 
 Shapes: N images, R proposals (R_i of image i), D the CLIP embedding dimension.
 """
@@ -32,7 +32,9 @@ class CropEmbedder(nn.Module):
 
     @configurable
     def __init__(self, *, visual: nn.Module, pixel_mean: Sequence[float], pixel_std: Sequence[float],
-                 input_format: str, scales: Sequence[float] = (1.0, 1.5), batch_size: int = 256):
+                 input_format: str, scales: Sequence[float] = (1.0, 1.5), combine: str = "sum",
+                 batch_size: int = 256):
+        """``combine``: how the scale embeddings are combined, as :func:`embed_regions` takes it."""
         super().__init__()
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"MODEL.VILD.TEST_SCORES crops need INPUT.FORMAT 'RGB' or 'BGR', got {input_format!r}")
@@ -40,15 +42,16 @@ class CropEmbedder(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), False)
         self.to_rgb = input_format == "BGR"
-        self.scales, self.batch_size = tuple(scales), batch_size
+        self.scales, self.combine, self.batch_size = tuple(scales), combine, batch_size
 
     @classmethod
     def from_config(cls, cfg):
+        from ..region_cache import RegionCacheSettings  # the cache's combination of scales, not a copy of it
         from ..text_classifier import load_clip  # imports clip
 
         return {"visual": load_clip(cfg.MODEL.VILD.CLIP_MODEL, cfg.MODEL.DEVICE).visual,
                 "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD, "input_format": cfg.INPUT.FORMAT,
-                "scales": cfg.MODEL.VILD.CROP_SCALES}
+                "scales": cfg.MODEL.VILD.CROP_SCALES, "combine": RegionCacheSettings.combine}
 
     @property
     def visual(self) -> nn.Module:
@@ -65,5 +68,5 @@ class CropEmbedder(nn.Module):
             image = images.tensor[i, :, :h, :w].float() * self.pixel_std + self.pixel_mean  # 3 x h x w, 0-255
             if self.to_rgb:
                 image = image.flip(0)
-            out.append(embed_regions(self.visual, image, b.tensor, self.scales, "sum", self.batch_size))  # R_i x D
+            out.append(embed_regions(self.visual, image, b.tensor, self.scales, self.combine, self.batch_size))  # R_i x D
         return out

@@ -174,10 +174,16 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         with _float32(emb):
             if self.mode in ("text", "vild"):
                 return F.softmax(self.text_logits(emb), dim=1)
-            p_image = F.softmax(image_emb.float() @ self.class_embeddings.t() / self.temperature, dim=1)  # R x K
+            p_image = self.vocabulary_probabilities(image_emb)  # R x K
             if self.mode == "image":
                 return F.pad(p_image, (0, 1))
             return self.ensemble(F.softmax(self.text_logits(emb), dim=1), p_image)
+
+    def vocabulary_probabilities(self, emb: torch.Tensor) -> torch.Tensor:
+        """R x K softmax of cosine / temperature against the vocabulary alone (no background):
+        the image head's and CLIP's class probabilities. ``emb``: R x D, L2-normalised."""
+        with _float32(emb):
+            return F.softmax(emb.float() @ self.class_embeddings.t() / self.temperature, dim=1)
 
     def ensemble(self, p_text: torch.Tensor, p_other: torch.Tensor) -> torch.Tensor:
         """ViLD-ensemble's geometric mean: class k scores p_text^l * p_other^(1-l), l =
@@ -194,8 +200,7 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         :meth:`ensemble` of the text head's softmax and p_clip. p_clip: softmax over the K classes
         of cosine / temperature."""
         with _float32(emb):
-            p_clip = F.softmax(F.normalize(crop_embeds.float(), dim=1) @ self.class_embeddings.t() / self.temperature,
-                               dim=1)  # R x K
+            p_clip = self.vocabulary_probabilities(F.normalize(crop_embeds.float(), dim=1))  # R x K
             if self.test_scores == "clip":
                 return F.pad((p_clip * torch.sigmoid(objectness_logits.float())[:, None]).sqrt(), (0, 1))
             return self.ensemble(F.softmax(self.text_logits(emb), dim=1), p_clip)

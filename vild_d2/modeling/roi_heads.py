@@ -75,6 +75,8 @@ class ViLDROIHeads(StandardROIHeads):
     def forward(self, images, features: Dict[str, torch.Tensor], proposals: List[Instances],
                 targets: Optional[List[Instances]] = None, clip_regions: Optional[List[Instances]] = None):
         if not self.training and self.crop_embedder is not None:
+            if proposals and not proposals[0].has("objectness_logits"):  # checked before CLIP's work
+                raise ValueError("MODEL.VILD.TEST_SCORES crop modes need the proposals' objectness_logits")
             for p, emb in zip(proposals, self.crop_embedder(images, [p.proposal_boxes for p in proposals])):
                 p.crop_embeds = emb  # R_i x D, read by _forward_box
         if not self.training or not self.uses_image_loss:
@@ -128,8 +130,6 @@ class ViLDROIHeads(StandardROIHeads):
         box_features = self.box_head(pooled)  # R x C
         crops, image_features = None, None
         if self.crop_embedder is not None:
-            if proposals and not proposals[0].has("objectness_logits"):
-                raise ValueError("MODEL.VILD.TEST_SCORES crop modes need the proposals' objectness_logits")
             crops = (torch.cat([p.crop_embeds for p in proposals]), torch.cat([p.objectness_logits for p in proposals]))
         elif self.image_box_head is not None:
             image_features = self.image_box_head(pooled)  # R x C
