@@ -1,6 +1,8 @@
 """Mixed precision (SOLVER.AMP.ENABLED): every ViLD mode trains and infers under CPU bf16 autocast, the
 code path of CUDA fp16 AMP, with cosine logits, softmax, the ensemble's geometric mean and the
 ViLD-image loss in float32."""
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,3 +113,65 @@ def test_trainer_runs_amp_on_cpu(toy_env, toy_cfg):
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert not torch.equal(before, trainer.model.roi_heads.box_predictor.projection.weight)
     assert type(trainer._trainer).__name__ == "CPUAutocastTrainer"
+
+
+class _TorchClaimingCuda:
+    """``torch`` as Detectron2's train loop sees it, except that CUDA is said to be available."""
+
+    cuda = types.SimpleNamespace(is_available=lambda: True)
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+class _Quadratic(torch.nn.Module):
+    """A model whose training step returns one loss, as Detectron2's models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return {"loss": (self.linear(x) ** 2).mean()}
+
+
+def _clipped_norms(trainer_class, monkeypatch):
+    """Gradient norms Detectron2's SOLVER.CLIP_GRADIENTS clipper sees in one AMP step of
+    ``trainer_class``: fused AdamW, a GradScaler at scale 1024, float16 autocast, Detectron2's CUDA
+    step run on CPU (CUDA's autocast swapped for the CPU one). Also the true norms (float32)."""
+    from detectron2.config import get_cfg
+    from detectron2.solver.build import maybe_add_gradient_clipping
+
+    import detectron2.engine.train_loop as train_loop
+
+    monkeypatch.setattr(train_loop, "torch", _TorchClaimingCuda())  # for the step's "CUDA is required" assert
+    monkeypatch.setattr(torch.cuda.amp, "autocast", lambda dtype: torch.autocast("cpu", dtype=dtype))
+    seen, clip = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda p, max_norm, norm_type=2.0: seen.append(float(clip(p, max_norm, norm_type))))
+    torch.manual_seed(0)
+    model, x = _Quadratic(), torch.randn(8, 4)
+    model(x)["loss"].backward()
+    true = [float(p.grad.norm()) for p in model.parameters()]
+    model.zero_grad()
+    cfg = get_cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True  # CLIP_TYPE "value" by default; the toy configs use "norm"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = "norm", 1e9
+    optimizer = maybe_add_gradient_clipping(cfg, torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True))
+    trainer = trainer_class(model, [x] * 4, optimizer, grad_scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
+    with EventStorage():
+        trainer.iter = 0
+        trainer.run_step()
+    return seen, true
+
+
+def test_amp_clipping_sees_unscaled_gradients(monkeypatch):
+    from detectron2.engine import AMPTrainer
+
+    from vild_d2.engine.amp import ScaledClippingAMPTrainer
+
+    seen, true = _clipped_norms(AMPTrainer, monkeypatch)  # the condition reproduced: Detectron2's own step
+    assert len(seen) == 2 and seen[0] == pytest.approx(1024 * true[0], rel=2e-2)
+    monkeypatch.undo()
+    seen, true = _clipped_norms(ScaledClippingAMPTrainer, monkeypatch)
+    assert len(seen) == 2 and seen == pytest.approx(true, rel=2e-2, abs=1e-3)  # float16 forward: 2 %, 1e-3

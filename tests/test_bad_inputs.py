@@ -265,7 +265,7 @@ def test_second_cache_build_into_one_folder_is_refused(env, tmp_path, cache):
     out = tmp_path / "c"
     with exclusive(out, "region cache build"):  # a first build, still running
         refused(lambda: build_from_args(_cache_cli(env, tmp_path, out, "--proposals", str(cache / "proposals.npz"))),
-                BusyError, f"another region cache build \\(pid {os.getpid()}\\) is writing .*c: wait", out)
+                BusyError, f"another region cache build \\(pid {os.getpid()} on .*\\) is writing .*c: wait", out)
 
 
 class _RunsCode:

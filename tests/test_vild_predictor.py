@@ -27,7 +27,8 @@ def make(mode="vild", temperature=0.5, train=E2, test=E2, novel=(), **kw):
     with torch.no_grad():
         p.projection.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
         p.projection.bias.zero_()
-        p.bg_embedding.copy_(torch.tensor([-1.0, 0.0]))
+        if p.bg_embedding is not None:  # ViLD-image has none
+            p.bg_embedding.copy_(torch.tensor([-1.0, 0.0]))
         if p.image_projection is not None:
             p.image_projection.weight.copy_(torch.tensor([[0, 0, 1.0, 0], [0, 0, 0, 1.0]]))
             p.image_projection.bias.zero_()
@@ -75,6 +76,7 @@ def test_image_mode_has_no_text_loss_and_ensemble_trains_its_own_head():
     x = torch.tensor([[1.0, 0, 0, 0]])
     p = make(mode="image")
     assert set(p.losses(p(x), proposals([0]))) == {"loss_box_reg"}
+    assert p.bg_embedding is None and p(x)[0] is None  # no background score, no text logits
     e = make(mode="ensemble")
     e.image_loss(torch.tensor([[0.0, 0, 1.0, 1.0]]), torch.tensor([[1.0, 0.0]])).backward()
     assert e.image_projection.weight.grad is not None and e.projection.weight.grad is None

@@ -64,6 +64,10 @@ def add_vild_config(cfg: CN) -> None:
     # Optimizer of the whole detector: "SGD" (Detectron2's, SOLVER.MOMENTUM) or "AdamW"
     # (SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY; for short from-scratch schedules such as the toy world).
     _C.MODEL.VILD.OPTIMIZER = "SGD"
+    # Evaluator of LVIS-format datasets: "faster-coco-eval" (its C++ LVIS mode: minutes for the
+    # 19,809 LVIS val images, equal to the lvis API to 0.1 AP) or "lvis" (the lvis API itself, the
+    # metric of record, pure Python: hours on the full val set).
+    _C.MODEL.VILD.LVIS_EVALUATOR = "faster-coco-eval"
 
     _C.DATASETS.VILD = CN()
     # Contiguous ids (in the test dataset's class order) treated as novel at
@@ -113,14 +117,18 @@ def _flatten(node: CN, prefix: str) -> Dict[str, object]:
 
 def check_same_backbone(rpn_cfg, vild_cfg) -> None:
     """The ViLD detector starts from the RPN's weights: a backbone of another shape would load
-    only in part (Detectron2 skips mismatched tensors with a warning), so refuse it up front.
-    Compared: ``MODEL.BACKBONE.NAME`` and every key under ``MODEL.RESNETS`` and ``MODEL.FPN``."""
+    only in part (Detectron2 skips mismatched tensors with a warning), and images normalised or
+    ordered another way would load silently into a backbone that sees them differently, so refuse
+    both up front. Compared: ``MODEL.BACKBONE.NAME``, every key under ``MODEL.RESNETS`` and
+    ``MODEL.FPN``, and ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``, ``INPUT.FORMAT``."""
     def backbone(cfg):
         return {"MODEL.BACKBONE.NAME": cfg.MODEL.BACKBONE.NAME, **_flatten(cfg.MODEL.RESNETS, "MODEL.RESNETS"),
-                **_flatten(cfg.MODEL.FPN, "MODEL.FPN")}
+                **_flatten(cfg.MODEL.FPN, "MODEL.FPN"), "MODEL.PIXEL_MEAN": list(cfg.MODEL.PIXEL_MEAN),
+                "MODEL.PIXEL_STD": list(cfg.MODEL.PIXEL_STD), "INPUT.FORMAT": cfg.INPUT.FORMAT}
 
     rpn, vild = backbone(rpn_cfg), backbone(vild_cfg)
     differ = {k: (rpn.get(k), vild.get(k)) for k in sorted(rpn.keys() | vild.keys()) if rpn.get(k) != vild.get(k)}
     if differ:
-        raise ValueError(f"the ViLD config starts from the RPN's weights but their backbones differ (RPN, ViLD): "
-                         f"{differ}; give both configs the same backbone keys, or set MODEL.WEIGHTS in the ViLD config")
+        raise ValueError(f"the ViLD config starts from the RPN's weights but their backbones or input conventions "
+                         f"differ (RPN, ViLD): {differ}; give both configs the same values for these keys, or set "
+                         f"MODEL.WEIGHTS in the ViLD config")

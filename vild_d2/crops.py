@@ -13,7 +13,19 @@ from torchvision.ops import roi_align
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]) * 255.0
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]) * 255.0
 
-__all__ = ["scale_boxes", "clip_crops", "embed_regions", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["scale_boxes", "clip_crops", "embed_regions", "tower_dtype", "CLIP_MEAN", "CLIP_STD"]
+
+
+def tower_dtype(visual: torch.nn.Module) -> torch.dtype:
+    """The dtype a CLIP image tower takes as input: its first convolution's, which is what CLIP's own
+    ``CLIP.dtype`` reads. ``clip.load`` on CUDA (``convert_weights``) turns convolutions, linear
+    layers and projections to float16 but leaves ``class_embedding``, positional embeddings and
+    LayerNorms in float32, so the first parameter of a ViT tower (``class_embedding``) is float32
+    while its ``conv1`` is float16; a ResNet tower starts with ``conv1`` itself."""
+    conv = getattr(visual, "conv1", None)
+    if conv is not None:
+        return conv.weight.dtype
+    return next(m.weight.dtype for m in visual.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
 
 
 def scale_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
@@ -51,7 +63,7 @@ def embed_regions(visual, image: torch.Tensor, boxes: torch.Tensor, scales: Sequ
                   batch_size: int) -> torch.Tensor:
     """M x D combined, L2-normalised CLIP embeddings of ``boxes`` (M x 4) in ``image`` (3 x H x W, 0-255)."""
     device = next(visual.parameters()).device
-    dtype = next(visual.parameters()).dtype
+    dtype = tower_dtype(visual)  # float16 for clip.load on CUDA, whatever the first parameter's dtype
     rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1).to(device)  # M x 5
     image = image.to(device=device, dtype=torch.float32)[None]
     out = []

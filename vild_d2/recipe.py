@@ -13,6 +13,7 @@ on CPUs), or several machines (``--num-machines``, ``--machine-rank``, ``--dist-
     python tools/run_recipe.py --config-file configs/LVIS-OV/vild_ensemble_R50_FPN.yaml \\
         --proposal-config configs/LVIS-OV/rpn_R50_FPN.yaml --output output/lvis --num-gpus 8
 """
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,17 +24,17 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from .config import check_same_backbone, load_config
-from .engine import ViLDTrainer
+from .engine import ViLDTrainer, launch
+from .engine.distributed import is_cuda
 from .evaluation import proposal_hits, recall_summary
 from .region_cache import RegionCacheSettings, build_region_cache, detector_proposal_source
 from .text_classifier import cached_text_classifier, load_clip, text_classifier_path
-from .utils import CorruptArtifactError, cache_key, exclusive, is_sealed, seal, verify_file, write_json
+from .utils import CorruptArtifactError, cache_key, exclusive, is_sealed, seal, verify_file, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +93,16 @@ def _dataset_fingerprint(name: str) -> List:
 
 
 def run_stages(stages: List[Stage]) -> Dict[str, Tuple[float, str]]:
-    """Run each stage that is not done, in order; {name: (seconds, "ran" | "cached")}."""
+    """Run each stage that is not done, in order; {name: (seconds, "ran" | "cached")}.
+
+    Rank 0 decides whether a stage is done and every process follows it: processes that looked at
+    the artifacts at different moments (another machine, a rank that started late) must not
+    disagree, or one would skip a stage whose collective calls the others wait in."""
     timings = {}
     for stage in stages:
         t0 = time.perf_counter()
-        done = stage.done
+        comm.synchronize()
+        done = comm.all_gather(stage.done if comm.is_main_process() else None)[0]
         logger.info("stage %s: %s", stage.name, "cached, skipped" if done else "running")
         if not done:
             stage.run()
@@ -183,7 +189,7 @@ class Recipe:
         cfg.freeze()
         if comm.is_main_process():  # the full config, for train_net.py --eval-only and reruns by hand
             Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
-            (Path(cfg.OUTPUT_DIR) / "config.yaml").write_text(cfg.dump())
+            write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
         # as train_net.py's default_setup does: SEED (+ rank) for torch, numpy and random, so that a
         # stage rerun from scratch gives the same weights (given the same thread count)
         seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
@@ -228,10 +234,13 @@ def run_recipe(out, settings: RecipeSettings, num_gpus: int = 1, num_machines: i
     """Run every stage in ``num_gpus`` processes per machine (on CPUs each takes an equal share of
     the cores); return the plan, whose folders then hold every artifact."""
     plan = Recipe(out, settings)  # fails here, before any process starts, on a bad config
-    threads = torch.get_num_threads() if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // num_gpus)
-    with exclusive(plan.out, "recipe run"):  # a second run into the same folder stops here
-        launch(_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url,
-               args=(str(out), settings, threads))
+    device = plan.vild_cfg.MODEL.DEVICE
+    threads = torch.get_num_threads() if is_cuda(device) else max(1, (os.cpu_count() or 1) // num_gpus)
+    # A second run into the same folder stops here. Only the first machine takes the lock: the
+    # others of a multi-machine job share the folder (a shared filesystem) with it.
+    with exclusive(plan.out, "recipe run") if machine_rank == 0 else contextlib.nullcontext():
+        launch(_worker, num_gpus, device=device, num_machines=num_machines, machine_rank=machine_rank,
+               dist_url=dist_url, args=(str(out), settings, threads))
     return plan
 
 

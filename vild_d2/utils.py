@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Union
@@ -50,7 +51,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     already ends with ``path``'s suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    # host and pid: processes of several machines on a shared filesystem can have the same pid
+    tmp = path.with_name(f".{path.stem}.tmp-{socket.gethostname()}-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -141,33 +143,60 @@ def verify_file(path: PathLike, what: str = "file", recover: str = "delete it an
         read_json(path, what)
 
 
+# errno values of filesystems that do not implement flock
+_NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+_warned_no_flock = set()
+
+
+def _warn_no_flock(folder: Path, what: str, error: OSError) -> None:
+    """Once per folder and process: the filesystem cannot lock, so nothing stops a second job."""
+    if folder in _warned_no_flock:
+        return
+    _warned_no_flock.add(folder)
+    logger.warning("the filesystem of %s does not support file locks (%s): the %s runs without the guard against "
+                   "a second job writing the same folder; make sure only one job writes there", folder,
+                   os.strerror(error.errno), what)
+
+
 @contextlib.contextmanager
 def exclusive(folder: PathLike, what: str = "job", name: str = ".lock", wait: bool = False) -> Iterator[None]:
     """Hold the lock file ``<folder>/<name>`` while writing what it guards. A second job stops with
     :class:`BusyError`, or with ``wait`` blocks until the first is done (and then finds its result).
 
     The lock is the kernel's (``flock``): it goes with its process, so a killed job never leaves a
-    stale one behind."""
+    stale one behind. On a filesystem without ``flock`` (NFSv3 without lockd, some Lustre mounts:
+    ENOLCK, ENOSYS, EOPNOTSUPP) the block runs unguarded, with a warning: a lock that cannot be
+    taken must not stop every job there."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            if not wait:
-                raise BusyError(f"another {what} (pid {owner}) is writing {folder}: wait for it to finish, or use "
-                                "another output folder") from None
-            logger.info("waiting for another %s (pid %s) writing %s", what, owner, folder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        if _lock(fd, folder, what, wait):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock(fd: int, folder: Path, what: str, wait: bool) -> bool:
+    """Take the lock of :func:`exclusive`; False where the filesystem has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in _NO_FLOCK:
+            _warn_no_flock(folder, what, e)
+            return False
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+    owner = os.pread(fd, 128, 0).decode(errors="replace").strip() or "?"
+    if not wait:
+        raise BusyError(f"another {what} (pid {owner}) is writing {folder}: wait for it to finish, or use "
+                        "another output folder")
+    logger.info("waiting for another %s (pid %s) writing %s", what, owner, folder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return True
 
 
 _PLAIN_DATA = {

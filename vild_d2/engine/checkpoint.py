@@ -1,6 +1,6 @@
 """Checkpoints that are never half-written, verified before use, and never run code on load; and
-what a resumed training needs to continue as if never stopped (random states, data position)."""
-import itertools
+what a resumed training needs to continue as if never stopped: the random states (the data
+position is the samplers' ``skip``, in samplers.py)."""
 import logging
 import os
 import random
@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data.samplers import TrainingSampler
 
 from ..utils import atomic_path, restricted_unpickle, seal, verify_file, write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VerifiedCheckpointer", "load_trained_weights", "require_weights", "RandomStates", "ResumableTrainingSampler"]
+__all__ = ["VerifiedCheckpointer", "load_trained_weights", "require_weights", "RandomStates"]
 
 
 class VerifiedCheckpointer(DetectionCheckpointer):
@@ -93,16 +92,21 @@ def load_trained_weights(model, path: str, save_dir: str = "", resume: bool = Fa
 
 
 class RandomStates:
-    """A checkpointable holding the process's torch, numpy and Python random states, so that a
-    resumed training draws what the uninterrupted one would have (ROI sampling, and the data
-    augmentation when ``DATALOADER.NUM_WORKERS`` is 0). Stored as tensors and lists: checkpoints
-    load with ``weights_only``."""
+    """A checkpointable holding the process's torch (CPU and, once CUDA is in use, every CUDA
+    device's), numpy and Python random states, so that a resumed training draws what the
+    uninterrupted one would have (ROI sampling: ``torch.randperm`` on the CUDA generator on GPU;
+    the data augmentation when ``DATALOADER.NUM_WORKERS`` is 0). Stored as tensors and lists:
+    checkpoints load with ``weights_only``. Checkpoints saved without CUDA states still load."""
 
     def state_dict(self):
         _, keys, pos, has_gauss, gauss = np.random.get_state()
         version, internal, gauss_next = random.getstate()
-        return {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-                "python": [version, list(internal), gauss_next]}
+        state = {"torch": torch.get_rng_state(),
+                 "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+                 "python": [version, list(internal), gauss_next]}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run does not start CUDA here
+            state["cuda"] = list(torch.cuda.get_rng_state_all())
+        return state
 
     def load_state_dict(self, state):
         torch.set_rng_state(state["torch"])
@@ -110,15 +114,23 @@ class RandomStates:
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         version, internal, gauss_next = state["python"]
         random.setstate((version, tuple(internal), gauss_next))
+        _load_cuda_states(state.get("cuda"))
 
 
-class ResumableTrainingSampler(TrainingSampler):
-    """Detectron2's infinite shuffled sampler, able to start ``skip`` indices into its stream
-    (set by the trainer after resuming at iteration k: k x images per batch per process). A resumed
-    training then sees the images the uninterrupted one would have, instead of the first ones again."""
-
-    skip = 0
-
-    def __iter__(self):
-        start = self._rank + self.skip * self._world_size
-        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
+def _load_cuda_states(states) -> None:
+    """Restore the CUDA generators a checkpoint holds, as far as this machine has those devices."""
+    if not torch.cuda.is_available():
+        if states:
+            logger.warning("the checkpoint holds random states of %d CUDA devices, but CUDA is not available: "
+                           "this run's draws differ from the uninterrupted GPU training's", len(states))
+        return
+    if states is None:
+        if torch.cuda.is_initialized():
+            logger.warning("the checkpoint holds no CUDA random states (saved on CPU or by an older vild_d2): "
+                           "CUDA draws such as ROI sampling differ from the uninterrupted training's")
+        return
+    count = torch.cuda.device_count()
+    if len(states) != count:
+        logger.warning("the checkpoint holds random states of %d CUDA devices, this machine has %d: restoring %d",
+                       len(states), count, min(len(states), count))
+    torch.cuda.set_rng_state_all(states[:count])

@@ -9,7 +9,7 @@ import detectron2.engine.defaults as d2_defaults
 import torch
 from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
                              get_detection_dataset_dicts)
-from detectron2.engine import DefaultTrainer, SimpleTrainer, default_setup
+from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -21,7 +21,9 @@ from ..data import ViLDDatasetMapper
 from ..evaluation.coco_ov import OVCOCOEvaluator
 from ..modeling.vocabulary import set_dataset_vocabulary
 from ..utils import exclusive, write_json
-from .checkpoint import RandomStates, ResumableTrainingSampler, VerifiedCheckpointer
+from .amp import amp_trainer_for
+from .checkpoint import RandomStates, VerifiedCheckpointer
+from .samplers import build_training_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -46,33 +48,9 @@ def _cpu_ddp():
         d2_defaults.create_ddp_model = original
 
 
-class CPUAutocastTrainer(SimpleTrainer):
-    """``SOLVER.AMP.ENABLED`` on CPU: each step under bfloat16 autocast. Detectron2's AMPTrainer
-    asserts CUDA; bfloat16 keeps float32's exponent range, so no gradient scaling is needed."""
-
-    def __init__(self, model, data_loader, optimizer, **kwargs):
-        super().__init__(model, data_loader, optimizer)
-
-    def run_step(self):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            super().run_step()
-
-
-@contextlib.contextmanager
-def _cpu_amp(cfg):
-    """DefaultTrainer builds Detectron2's CUDA-only AMPTrainer for SOLVER.AMP.ENABLED; on CPU, ours."""
-    original = d2_defaults.AMPTrainer
-    if not cfg.MODEL.DEVICE.startswith("cuda"):
-        d2_defaults.AMPTrainer = CPUAutocastTrainer
-    try:
-        yield
-    finally:
-        d2_defaults.AMPTrainer = original
-
-
 class ViLDTrainer(DefaultTrainer):
     def __init__(self, cfg):
-        with _cpu_ddp(), _cpu_amp(cfg):
+        with _cpu_ddp(), amp_trainer_for(cfg.MODEL.DEVICE):
             super().__init__(cfg)
 
     def build_hooks(self):
@@ -119,7 +97,7 @@ class ViLDTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         mapper = ViLDDatasetMapper(cfg, is_train=True)
         records = training_records(cfg, mapper)
-        sampler = ResumableTrainingSampler(len(records))  # seed shared by the processes, drawn after SEED
+        sampler = build_training_sampler(cfg, records)  # DATALOADER.SAMPLER_TRAIN, able to resume mid-stream
         loader = build_detection_train_loader(cfg, mapper=mapper, dataset=records, sampler=sampler)
         loader.vild_sampler = sampler  # resume_or_load sets where the stream starts
         return loader
@@ -231,13 +209,3 @@ def setup_cfg(args):
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
     return cfg
-
-
-def init_torchrun() -> None:
-    """Join the process group when started by ``torchrun`` (Detectron2's ``launch`` does it itself)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return
-    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    comm.create_local_process_group(int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

@@ -40,7 +40,8 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
     * Classifier: L2-normalised text embeddings (K x D, frozen, non-persistent buffers: one
       vocabulary for training, one for inference) and a learned background embedding (D).
       Logits = cosine similarity / temperature, R x (K + 1), background last.
-    * :meth:`forward` returns ``(logits, deltas)`` in training and ``(probabilities, deltas)``
+    * :meth:`forward` returns ``(logits, deltas)`` in training (logits None in ``image`` mode, which
+      has no text loss and no background embedding) and ``(probabilities, deltas)``
       at inference, where the probabilities already follow the mode (ViLD-ensemble's
       geometric mean in ``ensemble``), or ``test_scores`` ("clip", "text+clip": CLIP on the
       proposals' crops, embedded by :class:`CropEmbedder` and handed in as ``crops``).
@@ -86,7 +87,10 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         # Starts at the training vocabulary's mean direction, so that at initialisation every
         # class and background score about 1 / (K + 1), as Detectron2's linear classifier does; a
         # random direction puts the background logit up to |cos gap| / temperature away from them.
-        self.bg_embedding = nn.Parameter(F.normalize(F.normalize(train_embeddings.float(), dim=1).mean(0), dim=0))
+        # ViLD-image has no text loss and no background score: a parameter there would get no
+        # gradient, which stops DDP at its second iteration, so the mode has none.
+        self.bg_embedding = None if mode == "image" else nn.Parameter(
+            F.normalize(F.normalize(train_embeddings.float(), dim=1).mean(0), dim=0))
         self.register_buffer("train_embeddings", F.normalize(train_embeddings.float(), dim=1), persistent=False)
         self.register_buffer("test_embeddings", torch.empty(0, dim), persistent=False)
         self.register_buffer("novel_mask", torch.empty(0, dtype=torch.bool), persistent=False)
@@ -155,9 +159,9 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         needed for ViLD-ensemble inference; ``crops``: (R x D CLIP crop embeddings, R proposal
         objectness logits), needed for the ``test_scores`` crop modes."""
         deltas = self.bbox_pred(x.flatten(1))
+        if self.training:  # ViLD-image trains no text logits (its loss is image_loss)
+            return (None if self.mode == "image" else self.text_logits(self.embed(x, "text"))), deltas
         emb = self.embed(x, "text")
-        if self.training:
-            return self.text_logits(emb), deltas
         if self.test_scores != "model":
             if crops is None:
                 raise ValueError(f"MODEL.VILD.TEST_SCORES={self.test_scores!r} needs CLIP crop embeddings: "

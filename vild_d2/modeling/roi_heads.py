@@ -102,14 +102,13 @@ class ViLDROIHeads(StandardROIHeads):
             losses["loss_image"] = sum(p.sum() for p in self._image_parameters()) * 0.0
             return losses
         boxes = [Boxes.cat([p.proposal_boxes, r.proposal_boxes]) for p, r in zip(proposals, clip_regions)]
-        is_cached = torch.cat([torch.arange(len(b), device=b.device) >= len(p)
-                               for b, p in zip(boxes, proposals)])  # (sum R + sum M)
+        sizes = [n for p, r in zip(proposals, clip_regions) for n in (len(p), len(r))]  # R_0, M_0, R_1, M_1, ...
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)  # (sum R + sum M) x C' x S x S
         if self.image_box_head is None:
-            box_features = self.box_head(pooled)  # (sum R + sum M) x C
-            text_features, image_features = box_features[~is_cached], box_features[is_cached]
+            text_features, image_features = _split_rows(self.box_head(pooled), sizes)  # sum R x C, sum M x C
         else:
-            text_features, image_features = self.box_head(pooled[~is_cached]), self.image_box_head(pooled[is_cached])
+            text_pooled, image_pooled = _split_rows(pooled, sizes)
+            text_features, image_features = self.box_head(text_pooled), self.image_box_head(image_pooled)
         predictions = self.box_predictor(text_features)
         losses = self.box_predictor.losses(predictions, proposals)
         # float32 first: under bf16 autocast, cat rejects the fp16 cache embeddings
@@ -138,3 +137,11 @@ class ViLDROIHeads(StandardROIHeads):
         predictions = self.box_predictor(box_features, image_x=image_features, crops=crops)
         pred_instances, _ = self.box_predictor.inference(predictions, proposals)
         return pred_instances
+
+
+def _split_rows(x: torch.Tensor, sizes: List[int]):
+    """Rows of ``x`` laid out in blocks of ``sizes`` (R_0, M_0, R_1, M_1, ...) -> (the R blocks, the
+    M blocks), each concatenated. Slicing by lengths known on the host: a boolean mask would make
+    the GPU report its size back every step."""
+    parts = x.split(sizes)
+    return torch.cat(parts[0::2]), torch.cat(parts[1::2])
