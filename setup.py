@@ -1,25 +1,82 @@
 """Install the vild_d2 package.
 
-torch/torchvision and detectron2 are deliberately not listed in ``install_requires``:
-detectron2 is not on PyPI and torch must match the user's CUDA. ``scripts/bootstrap.sh``
-installs them first (see README, "Install").
+``install_requires`` holds ranges, not pins: ``pip install -e .`` into an existing torch +
+detectron2 environment (README, "Install") must leave the user's torch, torchvision, numpy and
+OpenCV as they are. Lower bounds are what the code or a dependency needs; an upper bound only
+where a known break exists. The exact, tested versions live in ``requirements.txt`` and
+``requirements-torch.txt``, which ``scripts/bootstrap.sh`` installs before
+``pip install --no-deps -e .``. ``tests/test_install_requirements.py`` checks that every range
+here admits the version pinned there, and that every pin there is either required here or named
+in ``LEFT_TO_BOOTSTRAP``; ``scripts/check_user_install.sh`` shows the install end to end.
+
+Deliberately not required here:
+
+- torch / torchvision: they must match the user's CUDA (``clip-anytorch`` names them unversioned,
+  so an installed build satisfies it); detectron2: not on PyPI. Both come first (README, "Install").
+- OpenCV: detectron2 and lvis import ``cv2``, but ``opencv-python`` and
+  ``opencv-python-headless`` both install the same ``cv2`` package and clobber each other's files,
+  so requiring either one adds a second ``cv2`` next to the user's build. The user's build is
+  kept; detectron2 needs one, and the bootstrap installs the headless one (``requirements.txt``).
+- lvis: ``lvis==0.5.3`` requires ``opencv-python`` (the GUI build), so it is installed on its own
+  with ``pip install --no-deps lvis==0.5.3``; ``import vild_d2`` says so when it is missing.
 """
-from pathlib import Path
+from typing import Dict, List
 
 from setuptools import find_packages, setup
 
+# Pinned in requirements.txt for the bootstrap but not required by vild_d2 itself, with the reason.
+LEFT_TO_BOOTSTRAP: Dict[str, str] = {
+    "opencv-python-headless": "a cv2 build; the user's own one is kept (see the module docstring)",
+    "ftfy": "required by clip-anytorch",
+    "regex": "required by clip-anytorch",
+    "pytest": "runs the tests only",
+    # detectron2's own dependencies: a user's detectron2 brings them (detectron2 pins some,
+    # e.g. iopath<0.1.10, that requirements.txt does not match); the bootstrap installs
+    # detectron2 with --no-deps, hence these pins.
+    "fvcore": "a detectron2 dependency",
+    "iopath": "a detectron2 dependency",
+    "omegaconf": "a detectron2 dependency",
+    "hydra-core": "a detectron2 dependency",
+    "yacs": "a detectron2 dependency",
+    "termcolor": "a detectron2 dependency",
+    "cloudpickle": "a detectron2 dependency",
+    "tensorboard": "a detectron2 dependency",
+    "packaging": "a detectron2 dependency",
+}
 
-def _pinned_requirements():
-    lines = Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#") and "pytest" not in ln]
+
+def install_requires() -> List[str]:
+    """Ranges of what vild_d2 needs at run time besides torch, torchvision, detectron2, OpenCV
+    and lvis (see the module docstring)."""
+    return [
+        # clip and detectron2.model_zoo import pkg_resources, which setuptools 81 drops
+        "setuptools<81",
+        # 1.x and 2.x both: vild_d2/compat.py gives lvis 0.5.3 back the np.float NumPy 1.24 removed
+        "numpy>=1.24",
+        # vild_d2.toy / data / demo read and write images (detectron2's own lower bound)
+        "pillow>=7.1",
+        # polygon rasterising and RLE (pycocotools.mask); detectron2's own lower bound
+        "pycocotools>=2.0.2",
+        # the default LVIS evaluator (MODEL.VILD.LVIS_EVALUATOR, its C++ LVIS mode); needs numpy only
+        "faster-coco-eval>=1.8.0",
+        # lvis (installed with --no-deps) imports matplotlib; lvis 0.5.3's own lower bound
+        "matplotlib>=3.1.1",
+        # detectron2's FixedSizeCrop (large-scale jitter, LVIS configs) crops polygons with it
+        "shapely",
+        "tqdm",
+        "tabulate",
+        # the CLIP teacher and text encoder (module `clip`); 2.6.0 is the release tested here
+        "clip-anytorch>=2.6.0",
+    ]
 
 
-setup(
-    name="vild_d2",
-    version="0.1.0",
-    description="ViLD open-vocabulary detection as a Detectron2 plugin",
-    python_requires=">=3.9",
-    packages=find_packages(include=["vild_d2", "vild_d2.*"]),
-    package_data={"vild_d2": ["data/*.txt"]},
-    install_requires=_pinned_requirements() + ["lvis==0.5.3"],
-)
+if __name__ == "__main__":  # pip runs setup.py as __main__; tests read install_requires()
+    setup(
+        name="vild_d2",
+        version="0.1.0",
+        description="ViLD open-vocabulary detection as a Detectron2 plugin",
+        python_requires=">=3.9",
+        packages=find_packages(include=["vild_d2", "vild_d2.*"]),
+        package_data={"vild_d2": ["data/*.txt"]},
+        install_requires=install_requires(),
+    )

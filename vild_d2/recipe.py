@@ -32,7 +32,8 @@ from .config import check_same_backbone, load_config
 from .engine import ViLDTrainer, launch
 from .engine.distributed import is_cuda
 from .evaluation import proposal_hits, recall_summary
-from .region_cache import RegionCacheSettings, build_region_cache, detector_proposal_source
+from .region_cache import (CorruptCacheError, RegionCacheSettings, build_region_cache, detector_proposal_source,
+                           verify_region_cache)
 from .text_classifier import cached_text_classifier, load_clip, text_classifier_path
 from .utils import CorruptArtifactError, cache_key, exclusive, is_sealed, seal, verify_file, write_json, write_text
 
@@ -160,7 +161,8 @@ class Recipe:
             stages.append(Stage("proposal network (base classes)", (Path(self.rpn_weights),),
                                 lambda: self.train(self.proposal_cfg)))
         if self.cache_dir is not None:
-            stages.append(Stage("region cache", (self.cache_dir / "manifest.json",), self.build_cache))
+            stages.append(Stage("region cache", (self.cache_dir / "manifest.json",), self.build_cache,
+                                finished=self.cache_verifies))
         final = "eval_results.json" if self.test_set else "model_final.pth"
         stages.append(Stage("ViLD training + evaluation", (self.vild_dir / final,), lambda: self.train(self.vild_cfg)))
         if self.settings.recall_top_k and self.test_set:
@@ -199,6 +201,16 @@ class Recipe:
         final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
         if comm.is_main_process() and final.is_file() and not is_sealed(final):
             seal(final)  # written before checkpoints were sealed; it has just loaded as the resume point
+
+    def cache_verifies(self) -> bool:
+        """The whole region cache checks out (its stamp, or every shard hashed here); a damaged one
+        runs the stage again, which rebuilds the damaged shards. Rank 0 alone decides: no collective."""
+        try:
+            verify_region_cache(self.cache_dir, rank=0, world_size=1)
+        except (FileNotFoundError, CorruptCacheError, CorruptArtifactError) as e:
+            logger.warning("region cache not usable (%s); running its stage again", e)
+            return False
+        return True
 
     def build_cache(self) -> None:
         device = self.vild_cfg.MODEL.DEVICE

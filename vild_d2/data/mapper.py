@@ -15,7 +15,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..region_cache import CacheMismatchError, RegionCache
+from ..region_cache import CacheMismatchError, RegionCache, verify_region_cache
 from ..text_classifier import clip_identity
 from .images import image_errors_named
 
@@ -46,6 +46,7 @@ class ViLDDatasetMapper(DatasetMapper):
         self.skip_missing_regions = skip_missing_regions
         self.num_missing = 0
         self._cache = None  # opened lazily, once per DataLoader worker
+        self._verified = False  # check_cache_covers verified the whole cache: open it without hashing
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -68,20 +69,32 @@ class ViLDDatasetMapper(DatasetMapper):
 
     @property
     def cache(self) -> RegionCache:
+        """The region cache, trusted without hashing once :meth:`check_cache_covers` verified it (also
+        in DataLoader workers, which get a copy of this mapper); else checksummed shard by shard."""
         if self._cache is None:
-            self._cache = RegionCache(self.region_cache_dir, expected={"clip": self.expected_clip,
-                                                                       "dataset": self.expected_dataset or None})
-            if self._cache.manifest["num_proposals"] < self.num_cached_proposals:
+            cache = RegionCache(self.region_cache_dir, expected=self._expected(), verify=not self._verified)
+            if cache.manifest["num_proposals"] < self.num_cached_proposals:
                 raise CacheMismatchError(
-                    f"region cache {self.region_cache_dir} holds {self._cache.manifest['num_proposals']} proposals per "
+                    f"region cache {self.region_cache_dir} holds {cache.manifest['num_proposals']} proposals per "
                     f"image but MODEL.VILD.NUM_CACHED_PROPOSALS is {self.num_cached_proposals}: lower the key to at "
                     "most that, or rebuild the cache with more proposals")
+            self._cache = cache
         return self._cache
 
+    def _expected(self) -> dict:
+        return {"clip": self.expected_clip, "dataset": self.expected_dataset or None}
+
     def check_cache_covers(self, image_ids: Sequence[int]) -> None:
-        """The training images and the cache's images must be the same set: an image id the dataset
-        lacks means a cache of other data; a training image the cache lacks has no regions (allowed
-        only with ``skip_missing_regions``)."""
+        """Called once per rank before training. First the whole cache is verified (files, checksums
+        and shapes of every shard, shared out among the ranks; a stamp in the cache folder spares a
+        resumed run the hashing), so a damaged shard stops the job before any image is mapped. Then the
+        training images and the cache's images must be the same set: an image id the dataset lacks
+        means a cache of other data; a training image the cache lacks has no regions (allowed only
+        with ``skip_missing_regions``)."""
+        verify_region_cache(self.region_cache_dir, expected=self._expected(), accept=lambda: self._covers(image_ids))
+
+    def _covers(self, image_ids: Sequence[int]) -> None:
+        self._verified, self._cache = True, None  # from now on the cache is trusted as it is
         wanted = {int(i) for i in image_ids}
         have = self.cache.image_ids()
         foreign, missing = have - wanted, wanted - have

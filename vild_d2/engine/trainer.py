@@ -19,6 +19,7 @@ from tabulate import tabulate
 from ..config import load_config
 from ..data import ViLDDatasetMapper
 from ..evaluation.coco_ov import OVCOCOEvaluator
+from ..modeling.pretrained import check_backbone_init
 from ..modeling.vocabulary import set_dataset_vocabulary
 from ..utils import exclusive, write_json
 from .amp import amp_trainer_for
@@ -91,6 +92,7 @@ class ViLDTrainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         check_norms_fit_device(cfg)  # training and --eval-only both build the model here
+        check_backbone_init(cfg)  # ImageNet weights loaded into a backbone of their own convention
         return super().build_model(cfg)
 
     @classmethod

@@ -4,12 +4,16 @@ Work is split in shards of consecutive images (records sorted by image_id). Each
 written atomically, so a killed job resumes at the first missing shard; ranks of a distributed
 job take shards ``k % world_size == rank`` and rank 0 writes the manifest once all exist.
 Per-shard work never depends on the rank, so the bytes equal a single-process build (given the
-same device and thread count). Shapes: M proposals, S scales, D embedding dim.
+same device and thread count). A rerun also rebuilds shards that fail verification (missing or
+altered arrays, shapes that disagree; warned by name), unless a stamp of a complete verification
+(:func:`~vild_d2.region_cache.storage.verify_region_cache`) still matches the files.
+Shapes: M proposals, S scales, D embedding dim.
 """
 import contextlib
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
@@ -25,7 +29,7 @@ from ..text_classifier import clip_identity
 from .proposals import select_proposals
 from ..data.images import image_errors_named
 from ..utils import exclusive, read_json, write_json
-from .storage import CacheMismatchError, shard_name, write_manifest, write_shard
+from .storage import CacheMismatchError, shard_name, shard_problems, stamp_matches, write_manifest, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +85,14 @@ def _build(out: Path, records, proposal_source, clip_model, clip_spec, settings,
     visual = clip_model.visual.eval()
     fields = settings.manifest_fields(clip_identity(clip_spec), int(clip_model.text_projection.shape[1]),
                                       dataset_name, len(records))
+    rank, world = comm.get_rank(), comm.get_world_size()
+    if rank == 0:  # temporary and replaced shard folders of a killed build
+        for leftover in out.glob(".shard_*"):
+            shutil.rmtree(leftover)
     _claim(out, fields)
     num_shards = (len(records) + settings.shard_size - 1) // settings.shard_size
-    rank, world = comm.get_rank(), comm.get_world_size()
-    todo = [k for k in range(num_shards) if k % world == rank and not (out / shard_name(k)).is_dir()]
+    trusted = stamp_matches(out)  # verified complete since, and unchanged: nothing to hash
+    todo = [k for k in range(num_shards) if k % world == rank and _needs_build(out, k, fields["dim"], trusted)]
     logger.info("region cache %s: %d shards, %d left for rank %d/%d", out, num_shards, len(todo), rank, world)
     bar = tqdm(total=sum(len(records[k * settings.shard_size:(k + 1) * settings.shard_size]) for k in todo),
                unit="img", desc=f"region cache (rank {rank})", disable=not todo)
@@ -116,6 +124,17 @@ def _build(out: Path, records, proposal_source, clip_model, clip_spec, settings,
         write_manifest(out, dict(fields, shards=shards))
     comm.synchronize()
     return out
+
+
+def _needs_build(out: Path, k: int, dim: int, trusted: bool) -> bool:
+    """Shard ``k`` is missing, or damaged (warned by name; its folder is replaced when rebuilt)."""
+    folder = out / shard_name(k)
+    if not folder.is_dir():
+        return True
+    problems = [] if trusted else shard_problems(folder, dim=dim)
+    if problems:
+        logger.warning("region cache %s: %s is damaged (%s): rebuilding it", out, folder.name, "; ".join(problems))
+    return bool(problems)
 
 
 def _claim(out: Path, fields: Dict) -> None:
