@@ -4,6 +4,7 @@ Embedding of class k = normalise(mean over its (synonym, template) texts of norm
 text embedding)). Files: ``NAME.npy`` (K x D float32) plus ``NAME.json`` (class names in
 order, CLIP identity, template hash, D, creation time). Shapes: K classes, T texts, D dim.
 """
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -136,8 +137,15 @@ def load_clip(spec: str, device: str = "cpu"):
     import clip
 
     _check_clip_spec(spec)
+    # A name downloads into ~/.cache/clip on first use, and clip.load writes there in place: the
+    # processes of a job (several machines on a shared home too) take turns, so one downloads and
+    # the others find the finished file instead of reading or rewriting a half-written one.
+    root = os.path.expanduser("~/.cache/clip")
+    turns = contextlib.nullcontext() if os.path.isfile(spec) else \
+        exclusive(root, "CLIP download", name=".vild_clip_download.lock", wait=True)
     try:
-        model, _ = clip.load(spec, device=device, jit=False)
+        with turns:
+            model, _ = clip.load(spec, device=device, jit=False, download_root=root)
     except OSError as e:  # names download on first use
         raise RuntimeError(f"could not load CLIP {spec!r} ({e}); names need a network the first time: "
                            "download the checkpoint elsewhere and give its local path") from e
