@@ -17,6 +17,7 @@ from detectron2.utils.events import EventStorage
 
 from vild_d2.config import load_config
 from vild_d2.engine import ViLDTrainer, launch
+from vild_d2.engine.checkpoint import RandomStates
 from vild_d2.region_cache import RegionCacheSettings, build_region_cache
 from vild_d2.text_classifier import clip_identity, load_clip
 from vild_d2.utils import write_json
@@ -84,6 +85,13 @@ def _train_every_mode(world_root, opts, out):
         digest = float(sum(p.detach().double().sum() for p in model.parameters()))
         report[variant] = {"iterations": trainer.iter, "seconds": time.perf_counter() - t0, "wrapped": type(trainer.model).__name__,
                            "no_grad": comm.all_gather(no_grad), "digests": comm.all_gather(digest)}
+    # each rank's random states survive a checkpoint: saved by all, restored by each to its own
+    saved = torch.load(out / "text/model_final.pth", weights_only=True)["rng"]
+    torch.manual_seed(100)
+    RandomStates().load_state_dict(saved)
+    restored = torch.equal(torch.get_rng_state(), saved["ranks"][comm.get_rank()]["torch"])
+    report["random states"] = {"ranks saved": len(saved["ranks"]), "restored": comm.all_gather(restored),
+                               "differ": not torch.equal(saved["ranks"][0]["torch"], saved["ranks"][1]["torch"])}
     if comm.is_main_process():
         write_json(out / "report.json", dict(report, backend=dist.get_backend(),
                                              visible_gpus=os.environ.get("CUDA_VISIBLE_DEVICES")))
@@ -96,6 +104,7 @@ def test_every_mode_trains_in_two_gloo_processes(toy_env, setting):
     launch(_train_every_mode, 2, device="cpu", args=(str(toy_env / TOY_PREFIX), opts, out))
     report = json.loads((out / "report.json").read_text())
     assert report.pop("backend") == "gloo" and report.pop("visible_gpus") == ""  # a CPU job sees no GPU
+    assert report.pop("random states") == {"ranks saved": 2, "restored": [True, True], "differ": True}
     for variant, r in report.items():
         assert r["iterations"] == 3 and r["wrapped"] == "DistributedDataParallel", variant
         assert r["no_grad"] == [[], []], variant

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import HookBase
+from detectron2.utils import comm
 
 from ..utils import atomic_path, restricted_unpickle, seal, verify_file, write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VerifiedCheckpointer", "load_trained_weights", "require_weights", "RandomStates"]
+__all__ = ["VerifiedCheckpointer", "load_trained_weights", "require_weights", "RandomStates", "GatherRandomStates"]
 
 
 class VerifiedCheckpointer(DetectionCheckpointer):
@@ -92,45 +94,75 @@ def load_trained_weights(model, path: str, save_dir: str = "", resume: bool = Fa
 
 
 class RandomStates:
-    """A checkpointable holding the process's torch (CPU and, once CUDA is in use, every CUDA
-    device's), numpy and Python random states, so that a resumed training draws what the
-    uninterrupted one would have (ROI sampling: ``torch.randperm`` on the CUDA generator on GPU;
-    the data augmentation when ``DATALOADER.NUM_WORKERS`` is 0). Stored as tensors and lists:
-    checkpoints load with ``weights_only``. Checkpoints saved without CUDA states still load."""
+    """A checkpointable holding each process's torch (CPU and, once CUDA is in use, its device's),
+    numpy and Python random states, so that a resumed training draws what the uninterrupted one
+    would have (ROI sampling: ``torch.randperm`` on the CUDA generator on GPU; the data augmentation
+    when ``DATALOADER.NUM_WORKERS`` is 0). In a distributed job every rank draws its own numbers:
+    :class:`GatherRandomStates` collects all ranks' states right before the main process saves, the
+    checkpoint holds them all, and each rank restores its own. Stored as tensors and lists:
+    checkpoints load with ``weights_only``. Checkpoints without CUDA states still load."""
+
+    _ranks = None
+
+    def gather(self) -> None:
+        """Collect every rank's current states for the next :meth:`state_dict` (a collective call)."""
+        self._ranks = comm.all_gather(_process_states()) if comm.get_world_size() > 1 else None
 
     def state_dict(self):
-        _, keys, pos, has_gauss, gauss = np.random.get_state()
-        version, internal, gauss_next = random.getstate()
-        state = {"torch": torch.get_rng_state(),
-                 "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-                 "python": [version, list(internal), gauss_next]}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run does not start CUDA here
-            state["cuda"] = list(torch.cuda.get_rng_state_all())
-        return state
+        ranks, self._ranks = self._ranks, None
+        return {"ranks": ranks} if ranks is not None else _process_states()
 
     def load_state_dict(self, state):
+        if "ranks" in state:
+            ranks, rank, world = state["ranks"], comm.get_rank(), comm.get_world_size()
+            if len(ranks) != world:
+                logger.warning("the checkpoint holds the random states of %d processes, this job has %d: rank %d "
+                               "restores rank %d's, and draws differ from the uninterrupted training's",
+                               len(ranks), world, rank, rank % len(ranks))
+            state = ranks[rank % len(ranks)]
         torch.set_rng_state(state["torch"])
         keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         version, internal, gauss_next = state["python"]
         random.setstate((version, tuple(internal), gauss_next))
-        _load_cuda_states(state.get("cuda"))
+        _load_cuda_state(state.get("cuda"))
 
 
-def _load_cuda_states(states) -> None:
-    """Restore the CUDA generators a checkpoint holds, as far as this machine has those devices."""
+class GatherRandomStates(HookBase):
+    """On every rank, at each iteration where Detectron2's PeriodicCheckpointer (a hook of the main
+    process only) saves: gather the ranks' random states into ``states`` first. Put it before the
+    checkpointer: nothing draws random numbers between the two."""
+
+    def __init__(self, states: RandomStates, period: int):
+        self.states, self.period = states, period
+
+    def after_step(self):
+        it = self.trainer.iter
+        if comm.get_world_size() > 1 and ((it + 1) % self.period == 0 or it >= self.trainer.max_iter - 1):
+            self.states.gather()
+
+
+def _process_states() -> dict:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+             "python": [version, list(internal), gauss_next]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run does not start CUDA here
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device (DDP: one device per process)
+    return state
+
+
+def _load_cuda_state(state) -> None:
+    """Restore this process's CUDA generator from a checkpoint, where it holds one."""
     if not torch.cuda.is_available():
-        if states:
-            logger.warning("the checkpoint holds random states of %d CUDA devices, but CUDA is not available: "
-                           "this run's draws differ from the uninterrupted GPU training's", len(states))
+        if state is not None:
+            logger.warning("the checkpoint holds a CUDA random state, but CUDA is not available: this run's draws "
+                           "differ from the uninterrupted GPU training's")
         return
-    if states is None:
+    if not torch.is_tensor(state):  # none (saved on CPU, or by an older vild_d2)
         if torch.cuda.is_initialized():
-            logger.warning("the checkpoint holds no CUDA random states (saved on CPU or by an older vild_d2): "
-                           "CUDA draws such as ROI sampling differ from the uninterrupted training's")
+            logger.warning("the checkpoint holds no CUDA random state of this process: CUDA draws such as ROI "
+                           "sampling differ from the uninterrupted training's")
         return
-    count = torch.cuda.device_count()
-    if len(states) != count:
-        logger.warning("the checkpoint holds random states of %d CUDA devices, this machine has %d: restoring %d",
-                       len(states), count, min(len(states), count))
-    torch.cuda.set_rng_state_all(states[:count])
+    torch.cuda.set_rng_state(state)

@@ -23,7 +23,7 @@ from ..modeling.pretrained import check_backbone_init
 from ..modeling.vocabulary import set_dataset_vocabulary
 from ..utils import exclusive, write_json
 from .amp import amp_trainer_for
-from .checkpoint import RandomStates, VerifiedCheckpointer
+from .checkpoint import GatherRandomStates, RandomStates, VerifiedCheckpointer
 from .samplers import build_training_sampler
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,10 @@ class ViLDTrainer(DefaultTrainer):
 
     def build_hooks(self):
         # DefaultTrainer made a DetectionCheckpointer just before; its hooks are to save through ours
-        old = self.checkpointer
-        self.checkpointer = VerifiedCheckpointer(old.model, old.save_dir, rng=RandomStates(), **old.checkpointables)
-        return super().build_hooks()
+        old, states = self.checkpointer, RandomStates()
+        self.checkpointer = VerifiedCheckpointer(old.model, old.save_dir, rng=states, **old.checkpointables)
+        # first: every rank's random states are gathered before the main process's checkpointer saves
+        return [GatherRandomStates(states, self.cfg.SOLVER.CHECKPOINT_PERIOD)] + super().build_hooks()
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume)
