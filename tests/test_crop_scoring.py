@@ -96,10 +96,13 @@ def test_whole_model_scores_with_clip_on_crops(toy_env, toy_cfg, tmp_path, test_
     model = build_model(toy_cfg).eval()
     assert model.state_dict().keys() == text_model.state_dict().keys()  # a ViLD-text checkpoint fits as it is
     model.load_state_dict(text_model.state_dict())
+    inputs = [{"image": b["image"], "height": 128, "width": 144} for b in batch()]
     with torch.no_grad():
-        out = model([{"image": b["image"], "height": 128, "width": 144} for b in batch()])
-    for o in out:
+        out = model(inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # inference under AMP: the CUDA fp16 path's code
+            mixed = model(inputs)
+    for o in out + mixed:
         inst = o["instances"]
-        assert len(inst) > 0 and inst.has("pred_masks")
+        assert len(inst) > 0 and inst.has("pred_masks") and inst.scores.dtype == torch.float32
         assert float(inst.scores.min()) >= 0.0 and float(inst.scores.max()) <= 1.0
         assert int(inst.pred_classes.max()) < 24
