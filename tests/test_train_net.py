@@ -10,7 +10,7 @@ from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMa
 
 from vild_d2.data import register_ov_lvis_instances
 from vild_d2.engine import ViLDTrainer
-from vild_d2.evaluation import OVCOCOEvaluator
+from vild_d2.evaluation import LVISFastEvaluator, OVCOCOEvaluator
 from vild_d2.toy import SPLIT_FILES, TOY_PREFIX
 
 from .conftest import train_net
@@ -103,7 +103,10 @@ def test_coco_ov_evaluator_reports_novel_base_all(toy_env, tmp_path):
 def _cfg_stub(tmp_path):
     from detectron2.config import get_cfg
 
+    from vild_d2 import add_vild_config
+
     cfg = get_cfg()
+    add_vild_config(cfg)
     cfg.OUTPUT_DIR = str(tmp_path)
     return cfg
 
@@ -123,7 +126,11 @@ def test_instant_train_eval_then_eval_only_reproduces(toy_env, instant_run, tmp_
 def test_model_that_detects_nothing_keeps_mask_rows(toy_env, tmp_path):
     cfg = _cfg_stub(tmp_path)
     cfg.MODEL.MASK_ON = True
+    cfg.MODEL.VILD.LVIS_EVALUATOR = "lvis"  # the metric of record; the default is faster-coco-eval's LVIS mode
+    assert type(ViLDTrainer.build_evaluator(cfg, "tiny_toy_val")) is LVISEvaluator
+    cfg.MODEL.VILD.LVIS_EVALUATOR = "faster-coco-eval"
     ev = ViLDTrainer.build_evaluator(cfg, "tiny_toy_val")
+    assert isinstance(ev, LVISFastEvaluator)
     records = DatasetCatalog.get("tiny_toy_val")
     ev.reset()
     empty = [{"instances": Instances((r["height"], r["width"]), pred_boxes=Boxes(torch.zeros(0, 4)),

@@ -10,7 +10,7 @@ import torch
 from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
                              get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer, default_setup
-from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -19,6 +19,7 @@ from tabulate import tabulate
 from ..config import load_config
 from ..data import ViLDDatasetMapper
 from ..evaluation.coco_ov import OVCOCOEvaluator
+from ..evaluation.lvis_fast import build_lvis_evaluator
 from ..modeling.pretrained import check_backbone_init
 from ..modeling.vocabulary import set_dataset_vocabulary
 from ..utils import exclusive, write_json
@@ -121,9 +122,10 @@ class ViLDTrainer(DefaultTrainer):
         # tasks from the config, not guessed from the predictions: a model that detects nothing
         # still reports (NaN) mask rows instead of silently dropping them
         tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-        if evaluator_type == "lvis":
-            return LVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
-                                 max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        if evaluator_type == "lvis":  # MODEL.VILD.LVIS_EVALUATOR: faster-coco-eval's LVIS mode, or the lvis API
+            return build_lvis_evaluator(dataset_name, tasks=tasks, output_dir=output_folder,
+                                        max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                                        backend=cfg.MODEL.VILD.LVIS_EVALUATOR)
         if evaluator_type == "coco_ov":
             return OVCOCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
         if evaluator_type == "coco":
