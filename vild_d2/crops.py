@@ -25,7 +25,9 @@ def tower_dtype(visual: torch.nn.Module) -> torch.dtype:
     conv = getattr(visual, "conv1", None)
     if conv is not None:
         return conv.weight.dtype
-    return next(m.weight.dtype for m in visual.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    layers = [m.weight.dtype for m in visual.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    floats = [p.dtype for p in visual.parameters() if p.is_floating_point()]
+    return (layers or floats or [torch.float32])[0]  # other towers: first layer, first parameter, or float32
 
 
 def scale_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
