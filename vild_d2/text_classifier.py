@@ -140,8 +140,10 @@ def load_clip(spec: str, device: str = "cpu"):
     # A name downloads into ~/.cache/clip on first use, and clip.load writes there in place: the
     # processes of a job (several machines on a shared home too) take turns, so one downloads and
     # the others find the finished file instead of reading or rewriting a half-written one.
+    # A cache folder this process cannot write (shared, read-only) can only hold finished files.
     root = os.path.expanduser("~/.cache/clip")
-    turns = contextlib.nullcontext() if os.path.isfile(spec) else \
+    readonly = os.path.isdir(root) and not os.access(root, os.W_OK)
+    turns = contextlib.nullcontext() if os.path.isfile(spec) or readonly else \
         exclusive(root, "CLIP download", name=".vild_clip_download.lock", wait=True)
     try:
         with turns:
