@@ -151,10 +151,10 @@ def test_ranks_hash_disjoint_shares_covering_all(cache, hashed):
 
 
 class _ThreadGroup:
-    """``world`` threads standing for ranks; ``comm.all_gather`` exchanges data among them."""
+    """``size`` threads standing for ranks; ``comm.all_gather`` exchanges data among them."""
 
-    def __init__(self, world):
-        self.world, self.barrier = world, threading.Barrier(world, timeout=20)
+    def __init__(self, size):
+        self.world, self.barrier = size, threading.Barrier(size, timeout=20)
         self.local, self.slots = threading.local(), {}
 
     def all_gather(self, data, group=None):

@@ -102,7 +102,7 @@ def run_stages(stages: List[Stage]) -> Dict[str, Tuple[float, str]]:
     timings = {}
     for stage in stages:
         t0 = time.perf_counter()
-        comm.synchronize()
+        # every process has passed the previous stage's synchronize: rank 0 looks, all follow
         done = comm.all_gather(stage.done if comm.is_main_process() else None)[0]
         logger.info("stage %s: %s", stage.name, "cached, skipped" if done else "running")
         if not done:

@@ -13,6 +13,8 @@ import detectron2.engine.defaults as d2_defaults
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
+from .distributed import is_cuda
+
 __all__ = ["ScaledClippingAMPTrainer", "CPUAutocastTrainer", "amp_trainer_for"]
 
 
@@ -45,7 +47,7 @@ def amp_trainer_for(device: str):
     """Inside the block, ``DefaultTrainer`` builds the AMP step of ``device`` (``MODEL.DEVICE``)
     for ``SOLVER.AMP.ENABLED`` instead of Detectron2's AMPTrainer."""
     original = d2_defaults.AMPTrainer
-    d2_defaults.AMPTrainer = ScaledClippingAMPTrainer if device.startswith("cuda") else CPUAutocastTrainer
+    d2_defaults.AMPTrainer = ScaledClippingAMPTrainer if is_cuda(device) else CPUAutocastTrainer
     try:
         yield
     finally:
