@@ -100,3 +100,26 @@ def test_processes_take_turns_loading_a_clip_by_name(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # a shared read-only cache: finished files only
     load_clip("ViT-B/32")
     assert held == [True, False, False] and (tmp_path / ".cache/clip").is_dir()
+
+
+def test_a_killed_jobs_lock_held_by_its_forked_workers_is_waited_for(tmp_path):
+    """kill -9 of a training leaves its data-loader workers (which share its lock) alive for a few
+    seconds: a --resume then waits for them instead of stopping on a job that has ended."""
+    import socket
+    import threading
+
+    ready, release = threading.Event(), threading.Event()
+
+    def leftover_worker():  # holds the lock that a dead pid of this host recorded
+        with exclusive(tmp_path, "training"):
+            (tmp_path / ".lock").write_text(f"999999999 on {socket.gethostname()}")
+            ready.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=leftover_worker)
+    thread.start()
+    ready.wait(10)
+    threading.Timer(0.3, release.set).start()
+    with exclusive(tmp_path, "training"):  # waits, then takes it
+        assert release.is_set()
+    thread.join()

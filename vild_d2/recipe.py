@@ -207,7 +207,9 @@ class Recipe:
         runs the stage again, which rebuilds the damaged shards. Rank 0 alone decides: no collective."""
         try:
             verify_region_cache(self.cache_dir, rank=0, world_size=1)
-        except (FileNotFoundError, CorruptCacheError, CorruptArtifactError) as e:
+        except FileNotFoundError:  # not built yet (no manifest): nothing to warn about
+            return False
+        except (CorruptCacheError, CorruptArtifactError) as e:
             logger.warning("region cache not usable (%s); running its stage again", e)
             return False
         return True

@@ -179,6 +179,20 @@ def exclusive(folder: PathLike, what: str = "job", name: str = ".lock", wait: bo
         os.close(fd)  # releases the lock
 
 
+def _ended_here(owner: str) -> bool:
+    """``owner`` ("pid on host", as :func:`exclusive` records it) is a process of this host that has ended."""
+    pid, _, host = owner.partition(" on ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def _lock(fd: int, folder: Path, what: str, wait: bool) -> bool:
     """Take the lock of :func:`exclusive`; False where the filesystem has no locks."""
     try:
@@ -191,6 +205,12 @@ def _lock(fd: int, folder: Path, what: str, wait: bool) -> bool:
         if e.errno not in (errno.EAGAIN, errno.EACCES):
             raise
     owner = os.pread(fd, 128, 0).decode(errors="replace").strip() or "?"
+    if _ended_here(owner):
+        # the job was killed (kill -9), but the lock is shared with the processes it forked (data
+        # loader workers), which notice their parent's end within seconds and exit
+        logger.info("the %s that held %s (pid %s) has ended; waiting for its leftover processes to exit",
+                    what, folder, owner)
+        wait = True
     if not wait:
         raise BusyError(f"another {what} (pid {owner}) is writing {folder}: wait for it to finish, or use "
                         "another output folder")
