@@ -39,11 +39,24 @@ def _gpus_hidden(hide: bool) -> Iterator[None]:
             os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
+def _main_then_leave_group(main_func: Callable, *args):
+    """A launched process's work, then the process group closed before the interpreter exits: a
+    group still open at exit can abort the process ("terminate called without an active
+    exception", seen with gloo) after its work succeeded. Every collective of the job has returned
+    by then, so closing is local."""
+    result = main_func(*args)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return result
+
+
 def launch(main_func: Callable, num_gpus_per_machine: int, *, device: str, num_machines: int = 1,
            machine_rank: int = 0, dist_url: str = "auto", args: Sequence = (), timeout=DEFAULT_TIMEOUT) -> None:
     """Detectron2's ``launch`` for a job on ``device`` (``MODEL.DEVICE``): NCCL and one GPU per
     process for CUDA, gloo and no GPU for CPU jobs, whatever the host has."""
     several = num_gpus_per_machine * num_machines > 1
+    if several:
+        main_func, args = _main_then_leave_group, (main_func, *args)
     with _gpus_hidden(several and not is_cuda(device)):
         d2_launch(main_func, num_gpus_per_machine, num_machines=num_machines, machine_rank=machine_rank,
                   dist_url=dist_url, args=tuple(args), timeout=timeout)
