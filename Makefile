@@ -13,7 +13,7 @@ test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: setup
-	@$(PY) -m vild_d2.pipeline
+	@$(PY) -m vild_d2.kit.pipeline
 
 clean-venv:
 	rm -rf $(VENV)

@@ -16,10 +16,10 @@ from detectron2.utils.logger import setup_logger
 from PIL import Image
 
 import vild_d2  # noqa: F401  (registers components and datasets)
-from vild_d2.config import load_config
+from vild_d2.engine import load_config
 from vild_d2.modeling import TEST_SCORES
 from vild_d2.predictor import IMAGE_EXTENSIONS, VocabularyPredictor, expand_inputs, output_stems, vocabulary_source
-from vild_d2.utils import atomic_path, write_json
+from vild_d2.artifacts import atomic_path, write_json
 from vild_d2.visualize import detections_to_json, draw_detections
 
 
@@ -28,7 +28,7 @@ def main():
     p.add_argument("--config-file", required=True)
     p.add_argument("--input", nargs="+", required=True, help="image files, folders or globs")
     p.add_argument("--output", required=True, help="folder for PNG + JSON per image")
-    p.add_argument("--vocabulary", default="custom", help="lvis | coco | toy | custom")
+    p.add_argument("--vocabulary", default="custom", help="lvis | coco | a dataset the config registers | custom")
     p.add_argument("--custom-vocabulary", default="", help="'class a,class b' or a file, one class per line")
     p.add_argument("--confidence-threshold", type=float, default=0.3)
     p.add_argument("--scores", choices=TEST_SCORES, default=None, help="model: the trained heads; clip: CLIP on each "

@@ -20,6 +20,9 @@ Deliberately not required here:
 - lvis: ``lvis==0.5.3`` requires ``opencv-python`` (the GUI build), so it is installed on its own
   with ``pip install --no-deps lvis==0.5.3``; ``import vild_d2`` says so when it is missing.
 """
+import os
+import shutil
+from pathlib import Path
 from typing import Dict, List
 
 from setuptools import find_packages, setup
@@ -53,7 +56,7 @@ def install_requires() -> List[str]:
         "setuptools<81",
         # 1.x and 2.x both: vild_d2/compat.py gives lvis 0.5.3 back the np.float NumPy 1.24 removed
         "numpy>=1.24",
-        # vild_d2.toy / data / demo read and write images (detectron2's own lower bound)
+        # vild_d2.kit.toy / data / demo read and write images (detectron2's own lower bound)
         "pillow>=7.1",
         # polygon rasterising and RLE (pycocotools.mask); detectron2's own lower bound
         "pycocotools>=2.0.2",
@@ -70,6 +73,25 @@ def install_requires() -> List[str]:
     ]
 
 
+def link_configs() -> List[str]:
+    """Put ``configs/`` inside the package as ``vild_d2/model_zoo/configs`` (a link to the checkout's
+    folder, a copy where links are not possible), so that ``pip install .`` ships the configs the
+    kit and the tools find through :func:`vild_d2.model_zoo.get_config_file`; the package-data
+    patterns that carry them."""
+    here = Path(__file__).resolve().parent
+    source, dest = here / "configs", here / "vild_d2" / "model_zoo" / "configs"
+    if source.is_dir():
+        if dest.is_symlink():
+            dest.unlink()
+        elif dest.is_dir():
+            shutil.rmtree(dest)
+        try:
+            os.symlink(os.path.relpath(source, dest.parent), dest)
+        except OSError:
+            shutil.copytree(source, dest)
+    return ["configs/*.yaml", "configs/*/*.yaml", "configs/*/*/*.yaml"]
+
+
 if __name__ == "__main__":  # pip runs setup.py as __main__; tests read install_requires()
     setup(
         name="vild_d2",
@@ -77,6 +99,6 @@ if __name__ == "__main__":  # pip runs setup.py as __main__; tests read install_
         description="ViLD open-vocabulary detection as a Detectron2 plugin",
         python_requires=">=3.9",
         packages=find_packages(include=["vild_d2", "vild_d2.*"]),
-        package_data={"vild_d2": ["data/*.txt"]},
+        package_data={"vild_d2": ["data/*.txt"], "vild_d2.model_zoo": link_configs()},
         install_requires=install_requires(),
     )

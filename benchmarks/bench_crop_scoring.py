@@ -19,9 +19,9 @@ import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.config import load_config
+from vild_d2.engine import load_config
 from vild_d2.engine import ViLDTrainer, load_trained_weights
-from vild_d2.utils import write_json
+from vild_d2.artifacts import write_json
 
 logger = logging.getLogger("vild_d2.bench_crop_scoring")
 

@@ -4,7 +4,7 @@ vild_d2's LVISFastEvaluator (faster-coco-eval, LVIS mode), box and mask AP.
 
     .venv/bin/python benchmarks/bench_lvis_eval.py [--images 200] [--repeats 5] [--no-memory]
 
-A synthetic LVIS v1 val stand-in (vild_d2.evaluation.lvis_synthetic): the 1,203 LVIS v1 categories
+A synthetic LVIS v1 val stand-in (vild_d2.kit.lvis_synthetic): the 1,203 LVIS v1 categories
 with their real frequencies, 640x480 images with LVIS-like object counts (12.35 per image on LVIS
 v1 val: 244,707 / 19,809; a sixth of the images crowded with 40), neg / not-exhaustive lists, and
 300 noisy detections per image with RLE masks. Each timing is ``evaluator.evaluate()`` on the
@@ -32,9 +32,8 @@ from pathlib import Path
 from detectron2.data import MetadataCatalog
 
 from vild_d2.evaluation import build_lvis_evaluator
-from vild_d2.evaluation.lvis_synthetic import (SyntheticLVISSettings, lvis_v1_categories, synthetic_detections,
-                                               synthetic_lvis_gt)
-from vild_d2.utils import write_json
+from vild_d2.kit.lvis_synthetic import SyntheticLVISSettings, lvis_v1_categories, synthetic_detections, synthetic_lvis_gt
+from vild_d2.artifacts import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lvis_eval_speed.json"
 LVIS_V1_VAL_IMAGES = 19809

@@ -27,7 +27,7 @@ from vild_d2.crops import clip_crops
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.crops import embed_regions
 from vild_d2.region_cache.storage import write_manifest, write_shard
-from vild_d2.toy import TOY_PREFIX
+from vild_d2.kit.toy import TOY_PREFIX
 
 from bench_text_classifier import vit_b32_random
 

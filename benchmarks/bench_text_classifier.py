@@ -11,7 +11,8 @@ import time
 import torch
 from clip.model import CLIP
 
-from vild_d2.text_classifier import encode_classes, load_vocabulary, read_templates
+from vild_d2.text_classifier import encode_classes, read_templates
+from vild_d2.vocabularies import load_vocabulary
 
 
 def vit_b32_random() -> CLIP:

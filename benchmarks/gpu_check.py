@@ -141,7 +141,7 @@ def main():
     import torch
 
     import gpu_check_steps as steps
-    from vild_d2.utils import write_json
+    from vild_d2.artifacts import write_json
 
     out = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
            else "CPU", "torch": torch.__version__, "settings": vars(args), "started": datetime.datetime.now()

@@ -23,10 +23,11 @@ import lvis_recipe_parts as parts
 from vild_d2.crops import embed_regions
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.engine import ViLDTrainer
-from vild_d2.random_clip import CLIP_ARCHS, save_random_clip
-from vild_d2.region_cache import RegionCache, RegionCacheSettings
-from vild_d2.text_classifier import load_clip
-from vild_d2.utils import read_json, write_text
+from vild_d2.kit.random_clip import CLIP_ARCHS, save_random_clip
+from vild_d2.region_cache import RegionCache
+from vild_d2.region_cache.builder import RegionCacheSettings
+from vild_d2.clip_model import load_clip
+from vild_d2.artifacts import read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE_BOX = "ensemble_one_box_head"

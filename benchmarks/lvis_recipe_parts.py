@@ -17,14 +17,16 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import vild_d2.region_cache.builder as cache_builder
-from vild_d2.config import load_config
+from vild_d2.engine import load_config
 from vild_d2.data import ViLDDatasetMapper
-from vild_d2.data.mini_lvis import MiniLVISSettings, build_mini_lvis
+from vild_d2.kit.mini_lvis import MiniLVISSettings, build_mini_lvis
 from vild_d2.engine import ViLDTrainer
-from vild_d2.random_clip import save_random_clip
-from vild_d2.region_cache import RegionCacheSettings, build_region_cache, detector_proposal_source
-from vild_d2.text_classifier import (builtin_vocabulary, clip_identity, encode_classes, load_clip, read_templates,
-                                     save_text_classifier)
+from vild_d2.kit.random_clip import save_random_clip
+from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
+from vild_d2.region_cache.proposals import detector_proposal_source
+from vild_d2.vocabularies import builtin_vocabulary
+from vild_d2.clip_model import clip_identity, load_clip
+from vild_d2.text_classifier import encode_classes, read_templates, save_text_classifier
 
 OVERLAY = "configs/overlays/CPU-rehearsal.yaml"
 CONFIGS = {m: f"configs/LVIS-OV/vild_{m}_R50_FPN.yaml" for m in ("text", "image", "ensemble")}

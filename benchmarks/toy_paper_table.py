@@ -6,7 +6,7 @@
 
 Mask AP, APr (novel), APc, APf on the toy validation set, written as markdown to
 benchmarks/results/toy_paper_table.md. Stages (teacher, RPN, region cache, text classifiers)
-are shared with and cached like ``python -m vild_d2.pipeline``.
+are shared with and cached like ``python -m vild_d2.kit.pipeline``.
 
     python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--config-file ...]
                                          [--rpn-config-file ...] [--rows ...] [--opts KEY VALUE ...]
@@ -24,10 +24,11 @@ from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.toy import default_toy_root
-from vild_d2.pipeline import FAST, VAL, Pipeline, PipelineSettings
-from vild_d2.toy import SPLIT_FILES, TOY_PREFIX, toy_categories
-from vild_d2.utils import write_json, write_text
+from vild_d2.model_zoo import configs_root
+from vild_d2.kit.toy import default_toy_root
+from vild_d2.kit.pipeline import FAST, VAL, Pipeline, PipelineSettings
+from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX, toy_categories
+from vild_d2.artifacts import write_json, write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_table_report import LOCALISATION_ROWS, render  # noqa: E402  (beside this script)
@@ -61,7 +62,7 @@ def variant_opts(kind: str, world: str):
     return ["MODEL.VILD.MODE", "text" if kind in TEST_SCORES else kind]
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs/toy"
+CONFIGS = configs_root() / "toy"
 TABLE_CONFIG, TABLE_RPN_CONFIG = CONFIGS / "ViLD-Toy-R18-ensemble.yaml", CONFIGS / "RPN-Toy-R18-FPN.yaml"
 # The three-seed table's preset (the default): `make demo`'s half-width detector, 1,000 steps of 2 images.
 HALF_CONFIG, HALF_RPN_CONFIG = CONFIGS / "ViLD-Toy-ensemble.yaml", CONFIGS / "RPN-Toy-Lite-FPN.yaml"

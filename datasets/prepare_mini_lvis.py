@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Generate mini-LVIS (a synthetic LVIS v1 with the real 1203 categories) and, optionally, a random
-CLIP of a real architecture, to rehearse the LVIS recipe on CPU; see vild_d2/data/mini_lvis.py."""
+CLIP of a real architecture, to rehearse the LVIS recipe on CPU; see vild_d2/kit/mini_lvis.py."""
 import argparse
 import os
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.data.mini_lvis import MiniLVISSettings, build_mini_lvis
-from vild_d2.random_clip import CLIP_ARCHS, save_random_clip
+from vild_d2.kit.mini_lvis import MiniLVISSettings, build_mini_lvis
+from vild_d2.kit.random_clip import CLIP_ARCHS, save_random_clip
 
 
 def main():

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Generate the synthetic toy world (LVIS v1 format); see vild_d2/toy/dataset.py."""
+"""Generate the synthetic toy world (LVIS v1 format); see vild_d2/kit/toy/dataset.py."""
 import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.toy import default_toy_root
-from vild_d2.toy import ToyWorldSettings, build_toy_world
+from vild_d2.kit.toy import default_toy_root
+from vild_d2.kit.toy import ToyWorldSettings, build_toy_world
 
 
 def main():

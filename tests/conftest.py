@@ -6,9 +6,10 @@ import pytest
 import torch
 from detectron2.data import MetadataCatalog
 
-from vild_d2.config import load_config
-from vild_d2.text_classifier import clip_identity, save_text_classifier
-from vild_d2.toy import TOY_PREFIX
+from vild_d2.engine import load_config
+from vild_d2.clip_model import clip_identity
+from vild_d2.text_classifier import save_text_classifier
+from vild_d2.kit.toy import TOY_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CFG = REPO / "configs/toy/Base-ViLD-Toy-R18-FPN.yaml"
@@ -24,23 +25,25 @@ def random_classifier(path, names, dim=64, seed=0, clip="name:test"):
 
 @pytest.fixture(scope="session")
 def toy_env(tmp_path_factory):
-    """<tmp>/TOY_PREFIX: a 10 + 4 image toy world registered as ``tiny_toy_*``; <tmp>/clip.pt: a
-    random toy-sized CLIP that ``clip.load`` accepts. Subprocesses see the world as ``TOY_PREFIX_*``
+    """<tmp>/TOY_PREFIX: a 10 + 4 image toy world registered in this process as ``tiny_toy_*`` and
+    as ``TOY_PREFIX_*`` (the names the toy configs use); <tmp>/clip.pt: a random toy-sized CLIP that
+    ``clip.load`` accepts. Subprocesses that load a toy config see the world as ``TOY_PREFIX_*``
     with ``DETECTRON2_DATASETS=<tmp>``."""
-    from vild_d2.toy import register_toy_world
-    from vild_d2.toy import ToyWorldSettings, build_toy_world
-    from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
+    from vild_d2.kit.toy import register_toy_world
+    from vild_d2.kit.toy import ToyWorldSettings, build_toy_world
+    from vild_d2.kit.toy.teacher import TeacherSettings, build_toy_clip
 
     base = tmp_path_factory.mktemp("toy_env")
     build_toy_world(base / TOY_PREFIX, ToyWorldSettings(num_train=10, num_val=4, seed=5), workers=1)
     register_toy_world(str(base / TOY_PREFIX), prefix="tiny_toy")
+    register_toy_world(str(base / TOY_PREFIX))
     torch.manual_seed(0)
     torch.save(build_toy_clip(TeacherSettings()).state_dict(), base / "clip.pt")
     return base
 
 
 @pytest.fixture
-def toy_cfg(tmp_path):
+def toy_cfg(tmp_path, toy_env):
     """Frozen-able toy config whose train/test classifiers are random 64-d files."""
     cfg = load_config(TOY_CFG, register=False)
     ident = clip_identity(cfg.MODEL.VILD.CLIP_MODEL)

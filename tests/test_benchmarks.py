@@ -23,8 +23,8 @@ def test_rows_and_opts_combine():
 
 def test_demo_is_the_table_model_at_half_width_on_as_many_images():
     from vild_d2.config import check_same_backbone
-    from vild_d2.config import load_config as _cfg
-    from vild_d2.pipeline import PipelineSettings
+    from vild_d2.engine import load_config as _cfg
+    from vild_d2.kit.pipeline import PipelineSettings
 
     module = _table_module()
     table, table_rpn = _cfg(module.TABLE_CONFIG, ()), _cfg(module.TABLE_RPN_CONFIG, ())  # --full-width
@@ -48,8 +48,8 @@ def test_demo_is_the_table_model_at_half_width_on_as_many_images():
 
 def test_mismatched_backbones_are_refused():
     from vild_d2.config import check_same_backbone
-    from vild_d2.config import load_config as _cfg
-    from vild_d2.pipeline import PipelineSettings
+    from vild_d2.engine import load_config as _cfg
+    from vild_d2.kit.pipeline import PipelineSettings
 
     table = _table_module()
     rpn = _cfg(table.TABLE_RPN_CONFIG, ())

@@ -11,7 +11,8 @@ import torch
 
 from vild_d2.engine import distributed
 from vild_d2.recipe import RecipeSettings, run_recipe
-from vild_d2.utils import BusyError, atomic_path, exclusive
+from vild_d2.locking import BusyError, exclusive
+from vild_d2.artifacts import atomic_path
 
 from .conftest import INSTANT, REPO
 
@@ -35,7 +36,7 @@ def test_a_filesystem_without_flock_runs_unguarded_with_a_warning(tmp_path, monk
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
     ran = []
-    with caplog.at_level(logging.WARNING, logger="vild_d2.utils"):
+    with caplog.at_level(logging.WARNING, logger="vild_d2.artifacts"):
         with exclusive(tmp_path / f"out{code}{wait}", "training", wait=wait):
             ran.append(True)
     assert ran == [True] and "does not support file locks" in caplog.text and "training" in caplog.text
@@ -81,7 +82,7 @@ def test_processes_take_turns_loading_a_clip_by_name(tmp_path, monkeypatch):
     must not read or rewrite each other's half-written file."""
     import clip
 
-    from vild_d2.text_classifier import load_clip
+    from vild_d2.clip_model import load_clip
 
     monkeypatch.setenv("HOME", str(tmp_path))
     held = []

@@ -5,8 +5,8 @@ import pytest
 from detectron2.config import get_cfg
 
 from vild_d2 import add_vild_config
-from vild_d2.config import load_config
-from vild_d2.toy import TOY_PREFIX
+from vild_d2.engine import load_config
+from vild_d2.kit.toy import TOY_PREFIX
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 OVERLAYS = sorted((CONFIG_DIR / "overlays").glob("*.yaml"))  # merged on top of a config, no _BASE_

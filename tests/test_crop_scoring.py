@@ -10,8 +10,8 @@ from detectron2.structures import Boxes, ImageList
 
 from vild_d2.crops import embed_regions
 from vild_d2.modeling import CropEmbedder, ViLDOutputLayers
-from vild_d2.text_classifier import clip_identity, load_clip
-from vild_d2.toy import TOY_PREFIX
+from vild_d2.clip_model import clip_identity, load_clip
+from vild_d2.kit.toy import TOY_PREFIX
 
 from .conftest import random_classifier
 from .test_vild_model import batch

@@ -15,12 +15,12 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
-from vild_d2.config import load_config
+from vild_d2.engine import load_config
 from vild_d2.engine import ViLDTrainer, launch
 from vild_d2.engine.checkpoint import RandomStates
-from vild_d2.region_cache import RegionCacheSettings, build_region_cache
-from vild_d2.text_classifier import clip_identity, load_clip
-from vild_d2.utils import write_json
+from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
+from vild_d2.clip_model import clip_identity, load_clip
+from vild_d2.artifacts import write_json
 
 from .conftest import INSTANT, random_classifier
 from .test_amp import batch
@@ -68,7 +68,7 @@ def _cfg(opts, variant, out):
 
 def _train_every_mode(world_root, opts, out):
     """In each process: train every variant for 3 iterations; rank 0 writes what each rank saw."""
-    from vild_d2.toy import register_toy_world
+    from vild_d2.kit.toy import register_toy_world
 
     if TRAIN not in DatasetCatalog.list():  # a spawned process imports the package anew
         register_toy_world(world_root, prefix="tiny_toy")
@@ -98,7 +98,7 @@ def _train_every_mode(world_root, opts, out):
 
 
 def test_every_mode_trains_in_two_gloo_processes(toy_env, setting):
-    from vild_d2.toy import TOY_PREFIX
+    from vild_d2.kit.toy import TOY_PREFIX
 
     opts, out = setting
     launch(_train_every_mode, 2, device="cpu", args=(str(toy_env / TOY_PREFIX), opts, out))

@@ -5,7 +5,7 @@ import pytest
 
 from PIL import Image
 
-from vild_d2.toy import TOY_PREFIX
+from vild_d2.kit.toy import TOY_PREFIX
 
 from .conftest import INSTANT, run_script
 

@@ -15,9 +15,8 @@ from pycocotools import mask as mask_utils
 
 from vild_d2.evaluation import LVISFastEvaluator, build_lvis_evaluator
 from vild_d2.evaluation import lvis_fast
-from vild_d2.evaluation.lvis_synthetic import (SyntheticLVISSettings, synthetic_detections, synthetic_lvis_gt,
-                                               toy_categories)
-from vild_d2.utils import write_json
+from vild_d2.kit.lvis_synthetic import SyntheticLVISSettings, synthetic_detections, synthetic_lvis_gt, toy_categories
+from vild_d2.artifacts import write_json
 
 NAME = "test_lvis_fast_synthetic"
 SETTINGS = SyntheticLVISSettings(num_images=60, seed=11)

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from vild_d2.data.mini_lvis import MiniLVISSettings, build_mini_lvis
-from vild_d2.random_clip import save_random_clip
+from vild_d2.kit.mini_lvis import MiniLVISSettings, build_mini_lvis
+from vild_d2.kit.random_clip import save_random_clip
 
 from .conftest import REPO
 

@@ -17,7 +17,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from vild_d2.data import register_ov_lvis_instances
-from vild_d2.data.mini_lvis import MiniLVISMismatchError, MiniLVISSettings, build_mini_lvis, category_appearance
+from vild_d2.kit.mini_lvis import MiniLVISMismatchError, MiniLVISSettings, build_mini_lvis, category_appearance
 
 TINY = MiniLVISSettings(num_train=6, num_val=3, width=160, height=120, max_size=100, seed=3)
 SPLITS = ("train", "val")
@@ -158,7 +158,7 @@ def test_lvis_evaluator_perfect_predictions_score_100(world, tmp_path, split):
 def test_random_vit_b32_clip_loads_with_real_shapes(tmp_path):
     import clip
 
-    from vild_d2.random_clip import save_random_clip
+    from vild_d2.kit.random_clip import save_random_clip
 
     start = time.time()
     path = save_random_clip(tmp_path / "clip.pt", "ViT-B/32", seed=0)

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from vild_d2.toy import TOY_PREFIX
+from vild_d2.kit.toy import TOY_PREFIX
 
 from .conftest import REPO, checkpoint_weights, kill_when
 
 
 def _args(out):
-    return [sys.executable, "-m", "vild_d2.pipeline", "--fast", "--output", str(out)]
+    return [sys.executable, "-m", "vild_d2.kit.pipeline", "--fast", "--output", str(out)]
 
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory):
-    """(environment, output folder, log) of one uninterrupted ``python -m vild_d2.pipeline --fast``."""
+    """(environment, output folder, log) of one uninterrupted ``python -m vild_d2.kit.pipeline --fast``."""
     base = tmp_path_factory.mktemp("pipeline")
     env = dict(os.environ, DETECTRON2_DATASETS=str(base / "data"), OMP_NUM_THREADS="2")
     proc = subprocess.run(_args(base / "demo"), env=env, capture_output=True, text=True, cwd=REPO)
@@ -67,8 +67,12 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_results(fast_run, t
     np.testing.assert_array_equal(*(np.load(c / "shard_00000" / "embeds.npy") for c in caches))
 
 
-def test_world_folder_must_be_the_registered_one(tmp_path):
-    from vild_d2.pipeline import FAST, Pipeline
+def test_a_world_elsewhere_is_registered_through_the_configs(tmp_path):
+    """The pipeline points both configs' DATASETS.VILD.REGISTER at its world, as a user would."""
+    from vild_d2.kit.pipeline import FAST, Pipeline
 
-    with pytest.raises(ValueError, match="DETECTRON2_DATASETS"):
-        Pipeline(str(tmp_path / "demo"), str(tmp_path / "elsewhere"), FAST)
+    settings = Pipeline(str(tmp_path / "demo"), str(tmp_path / "elsewhere"), FAST).recipe_settings()
+    for opts in (settings.opts, settings.proposal_opts):
+        entries = eval(opts[opts.index("DATASETS.VILD.REGISTER") + 1])  # noqa: S307 (our own repr)
+        assert [e[0] for e in entries] == ["toy_v4_train_base", "toy_v4_train_full", "toy_v4_val"]
+        assert all(e[1].startswith(str(tmp_path / "elsewhere")) for e in entries)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from detectron2 import model_zoo
 
-from vild_d2.config import check_same_backbone, load_config
+from vild_d2.config import check_same_backbone
+from vild_d2.engine import load_config
 from vild_d2.modeling.pretrained import PRETRAINED_BACKBONES, check_backbone_init, find_convention
 
 from .conftest import REPO

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from detectron2.data import DatasetCatalog
 
-from vild_d2.config import load_config
+from vild_d2.engine import load_config
 from vild_d2.engine.trainer import training_records
-from vild_d2.toy import SPLIT_FILES, TOY_PREFIX
+from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX
 
 from .conftest import REPO, TOY_CFG
 

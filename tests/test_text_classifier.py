@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vild_d2.text_classifier import (ClassifierMismatchError, cached_text_classifier, clean_class_name,
-                                     encode_classes, load_clip, load_text_classifier, load_vocabulary,
-                                     read_templates)
-from vild_d2.toy import TOY_PREFIX
-from vild_d2.toy.teacher import TeacherSettings, build_toy_clip
+from vild_d2.text_classifier import ClassifierMismatchError, cached_text_classifier, clean_class_name, encode_classes, load_text_classifier, read_templates
+from vild_d2.clip_model import load_clip
+from vild_d2.vocabularies import load_vocabulary
+from vild_d2.kit.toy import toy_categories
+from vild_d2.kit.toy.teacher import TeacherSettings, build_toy_clip
 
 TEMPLATES = ["a photo of a {}.", "a {} in the scene.", "art of the {}."]
 
@@ -85,7 +85,7 @@ def test_sidecar_mismatches_raise_naming_both_sides(tiny_clip, templates_file, t
         load_text_classifier(tmp_path / "missing.npy")
 
 
-def test_vocabulary_sources(tmp_path):
+def test_vocabulary_sources(tmp_path, toy_env):
     assert load_vocabulary("red circle, blue star") == (["red circle", "blue star"], [["red circle"], ["blue star"]])
     f = tmp_path / "vocab.txt"
     f.write_text("red circle\nmug, coffee cup\n\n")
@@ -94,8 +94,8 @@ def test_vocabulary_sources(tmp_path):
     assert len(names) == 1203 and names[0] == "aerosol_can" and syns[0] == ["aerosol_can", "spray_can"]
     assert load_vocabulary("lvis_v1_val")[1] == syns  # detectron2's registered LVIS gets the synonyms
     assert len(load_vocabulary("coco")[0]) == 80
-    toy_names, _ = load_vocabulary("toy")
-    assert len(toy_names) == 24 and toy_names == load_vocabulary(f"{TOY_PREFIX}_val")[0]
+    toy_names, _ = load_vocabulary("tiny_toy_val")  # a registered dataset's classes
+    assert len(toy_names) == 24 and toy_names == [c.name for c in toy_categories()]
     with pytest.raises(ValueError, match="empty vocabulary"):
         load_vocabulary(" , ")
 

@@ -6,9 +6,8 @@ import clip
 import pytest
 import torch
 
-from vild_d2.toy import TOY_PREFIX, ToyWorldSettings, build_toy_world
-from vild_d2.toy.teacher import (TeacherSettings, class_token_table, ensure_teacher, teacher_path,
-                                 train_toy_clip)
+from vild_d2.kit.toy import TOY_PREFIX, ToyWorldSettings, build_toy_world
+from vild_d2.kit.toy.teacher import TeacherSettings, class_token_table, ensure_teacher, teacher_path, train_toy_clip
 
 TINY_TEACHER = TeacherSettings(steps=30, batch_size=32, warmup=5, seed=1)
 
@@ -47,7 +46,7 @@ def test_tiny_training_lowers_loss_and_roundtrips_through_clip_load(tmp_path):
 def test_background_rois_avoid_every_object(tmp_path):
     from torchvision.ops import box_iou
 
-    from vild_d2.toy.teacher import annotation_rois, background_rois, load_split_tensors
+    from vild_d2.kit.toy.teacher import annotation_rois, background_rois, load_split_tensors
 
     world = tmp_path / TOY_PREFIX
     build_toy_world(world, ToyWorldSettings(num_train=12, num_val=2, seed=3), workers=1)
@@ -72,7 +71,7 @@ def test_background_rois_avoid_every_object(tmp_path):
 def test_crop_geometry_groups_classes_by_colour_and_shape(tmp_path):
     """A stand-in image tower that embeds a crop as its mean colour puts classes of one colour
     together and classes of one shape apart."""
-    from vild_d2.toy.teacher import crop_geometry
+    from vild_d2.kit.toy.teacher import crop_geometry
 
     class MeanColour(torch.nn.Module):
         input_resolution, output_dim = 16, 3

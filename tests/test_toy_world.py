@@ -6,8 +6,8 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from lvis import LVIS
 
-from vild_d2.toy import register_toy_world
-from vild_d2.toy import SPLIT_FILES, TOY_PREFIX, ToyWorldMismatchError, ToyWorldSettings, build_toy_world
+from vild_d2.kit.toy import register_toy_world
+from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX, ToyWorldMismatchError, ToyWorldSettings, build_toy_world
 
 TINY = ToyWorldSettings(num_train=12, num_val=4, seed=3)
 
@@ -79,10 +79,9 @@ def test_registration_vocabularies(world):
     assert len(DatasetCatalog.get("ttoy_val")) == TINY.num_val
 
 
-def test_missing_split_names_the_prepare_script(tmp_path):
-    register_toy_world(str(tmp_path / "nowhere"), prefix="missing_toy")
-    with pytest.raises(FileNotFoundError, match="prepare_toy.py"):
-        DatasetCatalog.get("missing_toy_val")
+def test_missing_world_names_the_config_entry(tmp_path):
+    with pytest.raises(FileNotFoundError, match="DATASETS.VILD.REGISTER entry 'missing_toy_train_base'"):
+        register_toy_world(str(tmp_path / "nowhere"), prefix="missing_toy")
 
 
 def test_existing_world_is_reused_and_never_overwritten(world):
@@ -96,7 +95,7 @@ def test_names_are_opaque_words():
     """Novel names must not be spelled out of base words (else text alone transfers)."""
     import clip
 
-    from vild_d2.toy.scenes import COLOURS, SHAPES, toy_categories
+    from vild_d2.kit.toy.scenes import COLOURS, SHAPES, toy_categories
 
     cats = toy_categories()
     names = [c.name for c in cats]
@@ -111,7 +110,7 @@ def test_names_are_opaque_words():
 def test_rare_kinds():
     """No base class is a star or a cross (concepts only the teacher knows); every colour is a
     base colour, so no colour gives a novel class away; half the base classes are frequent."""
-    from vild_d2.toy.scenes import COLOURS, NOVEL_SHAPES, SHAPES, toy_categories
+    from vild_d2.kit.toy.scenes import COLOURS, NOVEL_SHAPES, SHAPES, toy_categories
 
     cats = toy_categories()
     base = [c for c in cats if c.frequency != "r"]

@@ -11,7 +11,7 @@ from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMa
 from vild_d2.data import register_ov_lvis_instances
 from vild_d2.engine import ViLDTrainer
 from vild_d2.evaluation import LVISFastEvaluator, OVCOCOEvaluator
-from vild_d2.toy import SPLIT_FILES, TOY_PREFIX
+from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX
 
 from .conftest import train_net
 

@@ -7,7 +7,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from vild_d2.modeling import MODES
-from vild_d2.toy import TOY_PREFIX
+from vild_d2.kit.toy import TOY_PREFIX
 
 from .conftest import random_classifier
 
@@ -104,7 +104,7 @@ def test_dimension_mismatch(toy_cfg, tmp_path):
     from detectron2.data import MetadataCatalog
 
     names = MetadataCatalog.get(f"{TOY_PREFIX}_val").thing_classes
-    from vild_d2.text_classifier import clip_identity
+    from vild_d2.clip_model import clip_identity
 
     toy_cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS = random_classifier(
         tmp_path / "d.npy", names, dim=32, clip=clip_identity(toy_cfg.MODEL.VILD.CLIP_MODEL))

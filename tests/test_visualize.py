@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
-from vild_d2.pipeline import novel_first
+from vild_d2.kit.pipeline import novel_first
 from vild_d2.visualize import best_label_per_object, draw_detections
 
 

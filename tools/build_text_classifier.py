@@ -16,7 +16,7 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 import vild_d2  # noqa: F401  (registers datasets)
-from vild_d2.config import load_config
+from vild_d2.engine import load_config
 from vild_d2.text_classifier import cached_text_classifier
 
 

@@ -9,7 +9,7 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.region_cache import read_proposals, save_proposals
+from vild_d2.region_cache.proposals import read_proposals, save_proposals
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

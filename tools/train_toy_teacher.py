@@ -7,8 +7,8 @@ import logging
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.toy import default_toy_root
-from vild_d2.toy.teacher import TeacherSettings, ensure_teacher
+from vild_d2.kit.toy import default_toy_root
+from vild_d2.kit.toy.teacher import TeacherSettings, ensure_teacher
 
 
 def main():

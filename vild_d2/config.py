@@ -8,9 +8,8 @@ branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
 from typing import Dict, Sequence
 
 from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg
 
-__all__ = ["add_vild_config", "load_config", "check_same_backbone"]
+__all__ = ["add_vild_config", "check_same_backbone"]
 
 
 def add_vild_config(cfg: CN) -> None:
@@ -88,23 +87,6 @@ def add_vild_config(cfg: CN) -> None:
     _C.DATASETS.VILD.LSJ_IMAGE_SIZE = 0
     # Large-scale jitter: range of the random rescale factor.
     _C.DATASETS.VILD.LSJ_SCALE_RANGE = [0.1, 2.0]
-
-
-def load_config(path: str, opts: Sequence[str] = (), overlays: Sequence[str] = (), register: bool = True) -> CN:
-    """A Detectron2 config with the ViLD keys: ``path`` (with its ``_BASE_`` chain), then each
-    overlay YAML file, then ``opts`` (KEY VALUE ...). With ``register``, the datasets listed in
-    ``DATASETS.VILD.REGISTER`` are registered, so every tool sees the config's datasets."""
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(str(path))
-    for overlay in overlays:
-        cfg.merge_from_file(str(overlay))
-    cfg.merge_from_list(list(opts))
-    if register:
-        from .data import register_from_config  # the data package builds on the config, not the reverse
-
-        register_from_config(cfg)
-    return cfg
 
 
 def _flatten(node: CN, prefix: str) -> Dict[str, object]:

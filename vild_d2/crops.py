@@ -13,7 +13,7 @@ from torchvision.ops import roi_align
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]) * 255.0
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]) * 255.0
 
-__all__ = ["scale_boxes", "clip_crops", "embed_regions", "tower_dtype", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["scale_boxes", "clip_crops", "embed_regions", "CROP_COMBINATION", "tower_dtype", "CLIP_MEAN", "CLIP_STD"]
 
 
 def tower_dtype(visual: torch.nn.Module) -> torch.dtype:
@@ -58,6 +58,11 @@ def clip_crops(images: torch.Tensor, rois: torch.Tensor, size: int, scales: Sequ
     )  # (len(scales) * R) x 5
     crops = roi_align(images, all_rois, output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
     return (crops - mean) / std
+
+
+# How the embeddings of a region's crop scales become one: "sum" (the sum of the normalised scale
+# embeddings, renormalised: ViLD's 1x + 1.5x ensemble) or "first" (the first scale alone).
+CROP_COMBINATION = "sum"
 
 
 @torch.no_grad()

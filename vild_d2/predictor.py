@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
@@ -18,7 +19,8 @@ from detectron2.structures import Instances
 
 from .engine.checkpoint import load_trained_weights, require_weights
 from .modeling.vocabulary import dataset_class_names, vocabulary_placeholders
-from .text_classifier import builtin_vocabulary, cached_text_classifier, load_text_classifier
+from .vocabularies import builtin_vocabulary
+from .text_classifier import cached_text_classifier, load_text_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +30,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def vocabulary_source(vocabulary: str, custom: str = "") -> str:
-    """What ``load_vocabulary`` should read: ``lvis``/``coco``/``toy``, or the custom list/file."""
+    """What ``load_vocabulary`` should read: ``lvis``, ``coco``, a registered dataset's classes (one
+    that the config registers, ``DATASETS.VILD.REGISTER``), or the custom list/file."""
     if vocabulary == "custom":
         if not custom:
             raise ValueError("--vocabulary custom needs --custom-vocabulary 'class a,class b' (or a file)")
         return custom
-    if builtin_vocabulary(vocabulary) is None:
-        raise ValueError(f"unknown vocabulary {vocabulary!r}: use lvis, coco, toy or custom")
+    if builtin_vocabulary(vocabulary) is None and vocabulary not in DatasetCatalog.list():
+        raise ValueError(f"unknown vocabulary {vocabulary!r}: use lvis, coco, a dataset the config registers "
+                         "(DATASETS.VILD.REGISTER) or custom")
     return vocabulary
 
 

@@ -19,16 +19,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .utils import atomic_path, cache_key, cached_file_sha256, exclusive, read_json, write_json
+from .artifacts import atomic_path, cache_key, read_json, write_json
+from .clip_model import check_clip_spec, clip_identity, load_clip
+from .locking import exclusive
+from .vocabularies import load_vocabulary
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("data") / "prompt_templates.txt"
 
-__all__ = ["VOCABULARY_ALIASES", "clean_class_name", "read_templates", "builtin_vocabulary", "load_vocabulary", "clip_identity", "load_clip",
-           "encode_classes", "save_text_classifier", "load_text_classifier", "cached_text_classifier",
-           "text_classifier_path",
-           "ClassifierMismatchError"]
+__all__ = ["clean_class_name", "read_templates", "encode_classes", "save_text_classifier", "load_text_classifier",
+           "cached_text_classifier", "text_classifier_path", "ClassifierMismatchError"]
 
 
 class ClassifierMismatchError(ValueError):
@@ -51,111 +52,6 @@ def read_templates(path=None) -> List[str]:
     if bad or not templates:
         raise ValueError(f"{path or DEFAULT_TEMPLATES}: every template needs exactly one '{{}}'; bad: {bad[:3]}")
     return templates
-
-
-# Short vocabulary names that stand for a registered dataset's classes (the toy world adds "toy").
-VOCABULARY_ALIASES: Dict[str, str] = {}
-
-
-def builtin_vocabulary(name: str) -> Optional[Tuple[List[str], List[List[str]]]]:
-    """``"lvis"`` (LVIS v1, 1203 classes with synonyms), ``"coco"`` (80) or an alias of
-    :data:`VOCABULARY_ALIASES` (``"toy"``: the toy world's 24)."""
-    if name == "lvis":
-        from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
-
-        cats = sorted(LVIS_CATEGORIES, key=lambda c: c["id"])
-        return [c["synonyms"][0] for c in cats], [list(c["synonyms"]) for c in cats]
-    if name == "coco":
-        from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
-        names = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
-        return names, [[n] for n in names]
-    if name in VOCABULARY_ALIASES:
-        from detectron2.data import MetadataCatalog
-
-        meta = MetadataCatalog.get(VOCABULARY_ALIASES[name])
-        return list(meta.thing_classes), [list(s) for s in meta.get("class_synonyms", [[n] for n in meta.thing_classes])]
-    return None
-
-
-def load_vocabulary(source: str) -> Tuple[List[str], List[List[str]]]:
-    """Class names and synonyms from a built-in name (lvis, coco, toy), a registered dataset,
-    a text file (one class per line, synonyms after commas) or a comma-separated string."""
-    from detectron2.data import MetadataCatalog
-
-    builtin = builtin_vocabulary(source)
-    if builtin is not None:
-        return builtin
-    names = MetadataCatalog.get(source).get("thing_classes") if source in MetadataCatalog.list() else None
-    if names:
-        synonyms = MetadataCatalog.get(source).get("class_synonyms")
-        lvis_names, lvis_synonyms = builtin_vocabulary("lvis")
-        if synonyms is None and list(names) == lvis_names:  # detectron2's lvis_v1_* datasets
-            synonyms = lvis_synonyms
-        return list(names), [list(s) for s in (synonyms or [[n] for n in names])]
-    if os.path.isfile(source):
-        rows = [ln.strip() for ln in Path(source).read_text().splitlines() if ln.strip()]
-        syns = [[s.strip() for s in row.split(",") if s.strip()] for row in rows]
-        syns = [s for s in syns if s]
-        return _checked(source, [s[0] for s in syns], syns)
-    names = [s.strip() for s in source.split(",") if s.strip()]
-    return _checked(source, names, [[n] for n in names])
-
-
-def _checked(source: str, names: List[str], synonyms: List[List[str]]) -> Tuple[List[str], List[List[str]]]:
-    """A vocabulary needs classes, each named once (a duplicate would split its score in two)."""
-    if not names:
-        raise ValueError(f"empty vocabulary {source!r}: give lvis|coco|toy, a dataset name, a file with one class "
-                         "per line, or 'class a,class b'")
-    seen = set()
-    dup = [n for n in names if n in seen or seen.add(n)]
-    if dup:
-        raise ValueError(f"vocabulary {source!r} names {dup[:3]} more than once: list each class once "
-                         "(synonyms after commas on one line of a file)")
-    return names, synonyms
-
-
-def _check_clip_spec(spec: str) -> None:
-    import clip
-
-    if not os.path.isfile(spec) and spec not in clip.available_models():
-        raise FileNotFoundError(
-            f"MODEL.VILD.CLIP_MODEL {spec!r} is neither a file nor a known name {clip.available_models()}; put "
-            "the checkpoint on disk and set the key to its path")
-
-
-def clip_identity(spec: str) -> str:
-    """``name:ViT-B/32`` for a model name (or a path that does not exist yet), ``sha256:...`` for a
-    checkpoint file."""
-    if os.path.isfile(spec):
-        return "sha256:" + cached_file_sha256(spec)
-    return f"name:{spec}"
-
-
-def load_clip(spec: str, device: str = "cpu"):
-    """``clip.load`` of a model name or a local checkpoint (TorchScript or state_dict)."""
-    import clip
-
-    _check_clip_spec(spec)
-    # A name downloads into ~/.cache/clip on first use, and clip.load writes there in place: the
-    # processes of a job (several machines on a shared home too) take turns, so one downloads and
-    # the others find the finished file instead of reading or rewriting a half-written one.
-    # A cache folder this process cannot write (shared, read-only) can only hold finished files.
-    root = os.path.expanduser("~/.cache/clip")
-    readonly = os.path.isdir(root) and not os.access(root, os.W_OK)
-    turns = contextlib.nullcontext() if os.path.isfile(spec) or readonly else \
-        exclusive(root, "CLIP download", name=".vild_clip_download.lock", wait=True)
-    try:
-        with turns:
-            model, _ = clip.load(spec, device=device, jit=False, download_root=root)
-    except OSError as e:  # names download on first use
-        raise RuntimeError(f"could not load CLIP {spec!r} ({e}); names need a network the first time: "
-                           "download the checkpoint elsewhere and give its local path") from e
-    except (RuntimeError, ValueError, KeyError, IndexError, AttributeError, pickle.UnpicklingError) as e:
-        # clip.load falls back from TorchScript to a state_dict and then infers shapes from its keys
-        raise RuntimeError(f"{spec} is not a CLIP checkpoint clip.load can read ({type(e).__name__}: {e}): give "
-                           "an OpenAI CLIP .pt file or a state_dict of clip.model.CLIP") from e
-    return model.eval()
 
 
 @torch.no_grad()
@@ -252,7 +148,7 @@ def load_text_classifier(path, expected_names: Optional[Sequence[str]] = None, e
         raise ClassifierMismatchError(f"{where} has D={emb.shape[1]} but the model expects D={expected_dim}")
     if expected_clip is not None and meta.get("clip") not in (None, expected_clip):
         if expected_clip.startswith("name:") and meta["clip"].startswith("sha256:"):
-            _check_clip_spec(expected_clip[len("name:"):])  # a checkpoint path that is missing: say so
+            check_clip_spec(expected_clip[len("name:"):])  # a checkpoint path that is missing: say so
         raise ClassifierMismatchError(f"{where} was built with CLIP {meta['clip']} but the config uses "
                                       f"{expected_clip}: rebuild it with MODEL.VILD.CLIP_MODEL")
     if not meta:

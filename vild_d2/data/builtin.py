@@ -12,14 +12,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
 from .coco_ov import COCO_OV_BASE, COCO_OV_NOVEL, register_ov_coco_instances
-from .lvis_ov import ov_lvis_metadata, register_ov_lvis_instances
+from .lvis_ov import datasets_root, ov_lvis_metadata, register_ov_lvis_instances
 
-__all__ = ["datasets_root", "register_lvis_ov", "register_coco_ov"]
-
-
-def datasets_root() -> str:
-    """``$DETECTRON2_DATASETS``, default ``datasets``: where the built-in datasets are read from."""
-    return os.environ.get("DETECTRON2_DATASETS", "datasets")
+__all__ = ["register_lvis_ov", "register_coco_ov"]
 
 
 def register_lvis_ov(root: str) -> None:

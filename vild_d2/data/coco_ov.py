@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.datasets.coco import load_coco_json
 
-from ..utils import json_errors_named
+from ..artifacts import json_errors_named
 
 __all__ = ["COCO_OV_BASE", "COCO_OV_NOVEL", "register_ov_coco_instances", "coco_ov_metadata"]
 

@@ -13,11 +13,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 from detectron2.data.datasets.lvis import load_lvis_json
 
-from ..utils import json_errors_named, read_json, write_json
+from ..artifacts import json_errors_named, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register_ov_lvis_instances", "ov_lvis_metadata", "load_ov_lvis_json", "register_from_config"]
+__all__ = ["datasets_root", "expand_dataset_path", "register_ov_lvis_instances", "ov_lvis_metadata", "load_ov_lvis_json", "register_from_config"]
 
 VOCABULARIES = ("all", "base")
 
@@ -105,10 +105,24 @@ def register_ov_lvis_instances(
     logger.debug("registered %s (%d classes, vocabulary=%s)", name, len(meta["thing_classes"]), vocabulary)
 
 
+def datasets_root() -> str:
+    """``$DETECTRON2_DATASETS``, default ``datasets``: where the built-in datasets are read from."""
+    return os.environ.get("DETECTRON2_DATASETS", "datasets")
+
+
+def expand_dataset_path(path: str) -> str:
+    """A ``DATASETS.VILD.REGISTER`` path with ``~`` and environment variables expanded;
+    ``$DETECTRON2_DATASETS`` stands for :func:`datasets_root` even where the variable is unset."""
+    for var in ("${DETECTRON2_DATASETS}", "$DETECTRON2_DATASETS"):
+        path = path.replace(var, datasets_root())
+    return os.path.expanduser(os.path.expandvars(path))
+
+
 def register_from_config(cfg) -> None:
     """Register the datasets listed in ``DATASETS.VILD.REGISTER`` (entries
-    ``[name, json_file, image_root, vocabulary, format]``, the last two optional), with
-    ``DATASETS.VILD.NOVEL_CLASSES`` as novel names for jsons without LVIS frequencies."""
+    ``[name, json_file, image_root, vocabulary, format]``, the last two optional; paths may use
+    ``$DETECTRON2_DATASETS``), with ``DATASETS.VILD.NOVEL_CLASSES`` as novel names for jsons without
+    LVIS frequencies. A name registered already (by an earlier config in this process) is kept."""
     for entry in cfg.DATASETS.VILD.REGISTER:
         if not 3 <= len(entry) <= 5:
             raise ValueError(f"DATASETS.VILD.REGISTER entry {entry} must be [name, json_file, image_root"
@@ -116,8 +130,9 @@ def register_from_config(cfg) -> None:
         name, json_file, image_root, vocabulary, fmt = (list(entry) + ["all", "lvis"][len(entry) - 3:])[:5]
         if name in DatasetCatalog.list():
             continue
-        register_ov_lvis_instances(name, json_file, image_root, vocabulary=vocabulary, fmt=fmt,
-                                   novel_classes=cfg.DATASETS.VILD.NOVEL_CLASSES)
+        register_ov_lvis_instances(name, expand_dataset_path(json_file), expand_dataset_path(image_root),
+                                   vocabulary=vocabulary, fmt=fmt, novel_classes=cfg.DATASETS.VILD.NOVEL_CLASSES,
+                                   prepare_hint=f"(DATASETS.VILD.REGISTER entry {name!r})")
 
 
 def write_base_split(src: str, dst: str) -> Dict[str, int]:

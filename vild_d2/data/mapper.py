@@ -16,7 +16,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
 from ..region_cache import CacheMismatchError, RegionCache, verify_region_cache
-from ..text_classifier import clip_identity
+from ..clip_model import clip_identity
 from .images import image_errors_named
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """Training and evaluation entry points (used by train_net.py)."""
 from .checkpoint import VerifiedCheckpointer, load_trained_weights
 from .distributed import init_torchrun, launch
-from .trainer import ViLDTrainer, setup_cfg, summary_table
+from .setup import load_config, setup_cfg
+from .trainer import ViLDTrainer, summary_table
 
-__all__ = ["VerifiedCheckpointer", "load_trained_weights", "ViLDTrainer", "init_torchrun", "launch", "setup_cfg",
+__all__ = ["load_config", "VerifiedCheckpointer", "load_trained_weights", "ViLDTrainer", "init_torchrun", "launch", "setup_cfg",
            "summary_table"]

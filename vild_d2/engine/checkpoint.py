@@ -12,7 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..utils import atomic_path, restricted_unpickle, seal, verify_file, write_text
+from ..artifacts import atomic_path, restricted_unpickle, seal, verify_file, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class VerifiedCheckpointer(DetectionCheckpointer):
       (``<name>.pth.sha256``); the ``last_checkpoint`` tag is replaced the same way. A job killed
       while saving leaves the previous checkpoint as the one to resume from.
     * A sealed file is loaded only when it matches its seal; ``.pkl`` weights (Detectron2's model
-      zoo format) are read by :func:`vild_d2.utils.restricted_unpickle`, so they cannot run code.
+      zoo format) are read by :func:`vild_d2.artifacts.restricted_unpickle`, so they cannot run code.
     * The last load's missing / mismatched keys are kept in ``self.incompatible``.
     """
 

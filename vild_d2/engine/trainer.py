@@ -9,27 +9,27 @@ import detectron2.engine.defaults as d2_defaults
 import torch
 from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
                              get_detection_dataset_dicts)
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-from ..config import load_config
 from ..data import ViLDDatasetMapper
 from ..evaluation.coco_ov import OVCOCOEvaluator
 from ..evaluation.lvis_fast import build_lvis_evaluator
 from ..modeling.pretrained import check_backbone_init
 from ..modeling.vocabulary import set_dataset_vocabulary
-from ..utils import exclusive, write_json
+from ..locking import exclusive
+from ..artifacts import write_json
 from .amp import amp_trainer_for
 from .checkpoint import GatherRandomStates, RandomStates, VerifiedCheckpointer
 from .samplers import build_training_sampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ViLDTrainer", "setup_cfg", "summary_table", "check_norms_fit_device"]
+__all__ = ["ViLDTrainer", "summary_table", "check_norms_fit_device"]
 
 
 @contextlib.contextmanager
@@ -201,16 +201,3 @@ def check_norms_fit_device(cfg) -> None:
         raise ValueError(f"{', '.join(sync)} = SyncBN needs GPUs, but this job runs {comm.get_world_size()} processes "
                          f"on {cfg.MODEL.DEVICE}: set them to GN (e.g. --overlay configs/overlays/CPU-rehearsal.yaml) "
                          "or run one process")
-
-
-def setup_cfg(args):
-    """Config from ``--config-file`` and ``opts`` with the ViLD keys; Detectron2's default setup;
-    datasets named in ``DATASETS.VILD.REGISTER`` registered."""
-    cfg = load_config(args.config_file, args.opts)
-    cfg.freeze()
-    if comm.is_main_process() and not getattr(args, "eval_only", False):
-        with exclusive(cfg.OUTPUT_DIR, "training"):
-            pass  # a job still training into OUTPUT_DIR: stop now, before anything there is rewritten
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
-    return cfg

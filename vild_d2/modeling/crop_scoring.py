@@ -2,7 +2,7 @@
 "clip" and "text+clip"). Each proposal is cropped at every ``MODEL.VILD.CROP_SCALES`` scale from
 the image the detector sees, embedded by the CLIP image tower with the region cache's crop code
 (:func:`vild_d2.crops.embed_regions`), and the scale embeddings are combined as the cache
-combines them (``RegionCacheSettings.combine``: summed and renormalised). Classification against the vocabulary is :class:`ViLDOutputLayers`'s.
+combines them (``crops.CROP_COMBINATION``, as the region cache does). Classification against the vocabulary is :class:`ViLDOutputLayers`'s.
 
 Shapes: N images, R proposals (R_i of image i), D the CLIP embedding dimension.
 """
@@ -13,7 +13,7 @@ from detectron2.config import configurable
 from detectron2.structures import Boxes, ImageList
 from torch import nn
 
-from ..crops import embed_regions
+from ..crops import CROP_COMBINATION, embed_regions
 
 __all__ = ["TEST_SCORES", "CropEmbedder"]
 
@@ -46,12 +46,11 @@ class CropEmbedder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        from ..region_cache import RegionCacheSettings  # the cache's combination of scales, not a copy of it
-        from ..text_classifier import load_clip  # imports clip
+        from ..clip_model import load_clip  # imports clip
 
         return {"visual": load_clip(cfg.MODEL.VILD.CLIP_MODEL, cfg.MODEL.DEVICE).visual,
                 "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD, "input_format": cfg.INPUT.FORMAT,
-                "scales": cfg.MODEL.VILD.CROP_SCALES, "combine": RegionCacheSettings.combine}
+                "scales": cfg.MODEL.VILD.CROP_SCALES, "combine": CROP_COMBINATION}
 
     @property
     def visual(self) -> nn.Module:

@@ -13,7 +13,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 from detectron2.data import MetadataCatalog
 
-from ..text_classifier import cached_text_classifier, clip_identity, load_text_classifier
+from ..text_classifier import cached_text_classifier, load_text_classifier
+from ..clip_model import clip_identity
 
 __all__ = ["resolve_vocabularies", "dataset_class_names", "vocabulary_placeholders"]
 

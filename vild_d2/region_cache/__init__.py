@@ -1,9 +1,8 @@
-"""Offline CLIP region-embedding cache for ViLD-image: builder, storage and proposal sources."""
-from .builder import RegionCacheSettings, build_region_cache
-from .proposals import (DetectorProposalSource, ProposalFileSource, detector_proposal_source, read_proposals,
-                        save_proposals, select_proposals)
+"""Offline CLIP region-embedding cache for ViLD-image.
+
+This package's own namespace is the cache's storage format (:mod:`.storage`: read, verify), which
+the data loader needs; building it (:mod:`.builder`, proposal sources in :mod:`.proposals`, the
+command line in :mod:`.cli`) runs detectors and CLIP and sits higher: import those by module."""
 from .storage import CacheMismatchError, CorruptCacheError, RegionCache, verify_region_cache
 
-__all__ = ["RegionCacheSettings", "build_region_cache", "DetectorProposalSource", "detector_proposal_source",
-           "ProposalFileSource", "read_proposals", "save_proposals", "select_proposals", "CacheMismatchError", "CorruptCacheError", "RegionCache",
-           "verify_region_cache"]
+__all__ = ["CacheMismatchError", "CorruptCacheError", "RegionCache", "verify_region_cache"]

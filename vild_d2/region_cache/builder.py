@@ -24,11 +24,12 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..crops import embed_regions
-from ..text_classifier import clip_identity
+from ..crops import CROP_COMBINATION, embed_regions
+from ..clip_model import clip_identity
 from .proposals import select_proposals
 from ..data.images import image_errors_named
-from ..utils import exclusive, read_json, write_json
+from ..locking import exclusive
+from ..artifacts import read_json, write_json
 from .storage import CacheMismatchError, shard_name, shard_problems, stamp_matches, write_manifest, write_shard
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ FORMAT_VERSION = 1
 class RegionCacheSettings:
     num_proposals: int = 300  # M, top proposals by objectness after NMS
     scales: Sequence[float] = (1.0, 1.5)  # crop context scales
-    combine: str = "sum"  # "sum" (sum of normalised scale embeddings, renormalised) or "first"
+    combine: str = CROP_COMBINATION  # "sum" or "first" (crops.CROP_COMBINATION)
     nms_thresh: float = 0.7
     shard_size: int = 256  # images per shard
     batch_size: int = 256  # crops per encoder forward

@@ -6,7 +6,7 @@ returns (boxes R x 4 XYXY_ABS in original image coordinates, objectness R), floa
 Proposal files are ``.npz`` (read without unpickling): ``ids`` N, ``counts`` N, ``boxes`` P x 4,
 ``objectness_logits`` P, ``bbox_mode`` (a Detectron2 ``BoxMode`` value), where P = sum of counts.
 Detectron2's ``PROPOSAL_FILES`` pickles are read only when asked to (``allow_pickle``), as plain
-data (:func:`vild_d2.utils.restricted_unpickle`), and :func:`save_proposals` converts them.
+data (:func:`vild_d2.artifacts.restricted_unpickle`), and :func:`save_proposals` converts them.
 """
 import logging
 import os
@@ -18,7 +18,7 @@ import torch
 from detectron2.structures import BoxMode, ImageList
 from torchvision.ops import nms
 
-from ..utils import atomic_path, restricted_unpickle
+from ..artifacts import atomic_path, restricted_unpickle
 from ..data.images import convert_rgb
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.utils import comm
 
-from ..utils import CorruptArtifactError, file_sha256, read_json, write_json
+from ..artifacts import CorruptArtifactError, file_sha256, read_json, write_json
 
 ARRAYS = ("index", "boxes", "embeds", "scores")
 STAMP = "verified.json"

@@ -28,7 +28,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from ..utils import atomic_path, write_json
+from vild_d2.artifacts import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ model names right.
 
 Every stage writes into a folder keyed by a hash of everything it depends on, so a rerun skips
 finished stages and a changed setting redoes only what depends on it. Run as
-``python -m vild_d2.pipeline [--output output/demo] [--num-gpus N] [KEY VALUE ...]``.
+``python -m vild_d2.kit.pipeline [--output output/demo] [--num-gpus N] [KEY VALUE ...]``.
 """
 import argparse
 import dataclasses
@@ -22,18 +22,19 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
-from .engine import ViLDTrainer, summary_table
-from .evaluation import novel_object_naming
-from .predictor import VocabularyPredictor
-from .recipe import RecipeSettings, Stage, run_recipe, run_stages, summary
-from .toy import SPLIT_FILES, TOY_PREFIX, ToyWorldSettings, build_toy_world, default_toy_root
+from vild_d2.engine import ViLDTrainer, summary_table
+from vild_d2.evaluation import novel_object_naming
+from vild_d2.predictor import VocabularyPredictor
+from vild_d2.recipe import RecipeSettings, Stage, run_recipe, run_stages, summary
+from vild_d2.model_zoo import get_config_file
+
+from .toy import SPLIT_FILES, TOY_PREFIX, ToyWorldSettings, build_toy_world, default_toy_root, toy_register_opts
 from .toy.dataset import read_settings
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
-from .utils import is_sealed, read_json, write_json
-from .visualize import draw_detections
+from vild_d2.artifacts import is_sealed, read_json, write_json
+from vild_d2.visualize import draw_detections
 
-logger = logging.getLogger("vild_d2.pipeline")
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
+logger = logging.getLogger("vild_d2.kit.pipeline")
 TRAIN, VAL = f"{TOY_PREFIX}_train_base", f"{TOY_PREFIX}_val"
 
 
@@ -41,8 +42,8 @@ TRAIN, VAL = f"{TOY_PREFIX}_train_base", f"{TOY_PREFIX}_val"
 class PipelineSettings:
     world: ToyWorldSettings = ToyWorldSettings()
     teacher: TeacherSettings = TeacherSettings()
-    vild_config: str = str(CONFIGS / "ViLD-Toy-ensemble.yaml")
-    rpn_config: str = str(CONFIGS / "RPN-Toy-Lite-FPN.yaml")
+    vild_config: str = get_config_file("toy/ViLD-Toy-ensemble.yaml")
+    rpn_config: str = get_config_file("toy/RPN-Toy-Lite-FPN.yaml")
     opts: tuple = ()  # config overrides for the ViLD model, KEY VALUE ...
     rpn_opts: tuple = ()
     num_pictures: int = 8
@@ -76,11 +77,7 @@ def novel_first(records, novel_class_ids):
 
 class Pipeline:
     def __init__(self, out: str, world_root: str, settings: PipelineSettings):
-        if Path(world_root).resolve() != Path(default_toy_root()).resolve():
-            # TOY_PREFIX_* are registered at import time (in every worker process too) from that root
-            raise ValueError(f"the toy datasets are registered at {default_toy_root()}, not {world_root}: "
-                             f"set DETECTRON2_DATASETS to the folder that should hold {TOY_PREFIX}/ instead")
-        self.out, self.world_root, self.settings = Path(out), world_root, settings
+        self.out, self.world_root, self.settings = Path(out), str(Path(world_root).resolve()), settings
 
     @property
     def teacher(self) -> Path:
@@ -96,9 +93,10 @@ class Pipeline:
 
     def recipe_settings(self) -> RecipeSettings:
         s = self.settings
+        register = tuple(toy_register_opts(self.world_root))  # the world's datasets, wherever it is
         return RecipeSettings(vild_config=s.vild_config, proposal_config=s.rpn_config,
-                              opts=("MODEL.VILD.CLIP_MODEL", str(self.teacher)) + tuple(s.opts),
-                              proposal_opts=tuple(s.rpn_opts), init_from_proposals=s.init_from_rpn,
+                              opts=register + ("MODEL.VILD.CLIP_MODEL", str(self.teacher)) + tuple(s.opts),
+                              proposal_opts=register + tuple(s.rpn_opts), init_from_proposals=s.init_from_rpn,
                               cache_shard_size=100, data_key=(TOY_PREFIX, dataclasses.asdict(s.world)))
 
     def run_toy_stages(self) -> Dict:
@@ -180,6 +178,8 @@ class Pipeline:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="output/demo", help="pipeline folder (default: %(default)s)")
+    p.add_argument("--world", default=None, help="toy world folder (default: $DETECTRON2_DATASETS/"
+                   f"{TOY_PREFIX}); built there when missing")
     p.add_argument("--fast", action="store_true", help="tiny sizes and a few iterations (smoke test)")
     p.add_argument("--num-gpus", type=int, default=PipelineSettings.num_gpus,
                    help="processes per stage (GPUs; gloo on CPUs) (default: %(default)s)")
@@ -189,7 +189,7 @@ def main():
     setup_logger(name="detectron2")
     base = FAST if args.fast else PipelineSettings()
     settings = dataclasses.replace(base, opts=base.opts + tuple(args.opts), num_gpus=args.num_gpus)
-    Pipeline(args.output, default_toy_root(), settings).run()
+    Pipeline(args.output, args.world or default_toy_root(), settings).run()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import clip
 import torch
 from clip.model import CLIP
 
-from .utils import atomic_path, file_sha256, write_json
+from vild_d2.artifacts import atomic_path, file_sha256, write_json
 
 logger = logging.getLogger(__name__)
 
