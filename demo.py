@@ -16,10 +16,10 @@ from detectron2.utils.logger import setup_logger
 from PIL import Image
 
 import vild_d2  # noqa: F401  (registers components and datasets)
+from vild_d2.artifacts import atomic_path, write_json
 from vild_d2.engine import load_config
 from vild_d2.modeling import TEST_SCORES
 from vild_d2.predictor import IMAGE_EXTENSIONS, VocabularyPredictor, expand_inputs, output_stems, vocabulary_source
-from vild_d2.artifacts import atomic_path, write_json
 from vild_d2.visualize import detections_to_json, draw_detections
 
 

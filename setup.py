@@ -33,6 +33,7 @@ LEFT_TO_BOOTSTRAP: Dict[str, str] = {
     "ftfy": "required by clip-anytorch",
     "regex": "required by clip-anytorch",
     "pytest": "runs the tests only",
+    "ruff": "lints the code (make lint, CI) only",
     # detectron2's own dependencies: a user's detectron2 brings them (detectron2 pins some,
     # e.g. iopath<0.1.10, that requirements.txt does not match); the bootstrap installs
     # detectron2 with --no-deps, hence these pins.

@@ -8,8 +8,7 @@ over NCCL when ``MODEL.DEVICE`` is cuda, over gloo (and see no GPU) when it is c
 from detectron2.engine import default_argument_parser
 
 import vild_d2  # noqa: F401  (registers components and datasets)
-from vild_d2.engine import load_config
-from vild_d2.engine import ViLDTrainer, init_torchrun, launch, load_trained_weights, setup_cfg
+from vild_d2.engine import ViLDTrainer, init_torchrun, launch, load_config, load_trained_weights, setup_cfg
 
 
 def main(args):

@@ -19,9 +19,8 @@ import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.engine import load_config
-from vild_d2.engine import ViLDTrainer, load_trained_weights
 from vild_d2.artifacts import write_json
+from vild_d2.engine import ViLDTrainer, load_config, load_trained_weights
 
 logger = logging.getLogger("vild_d2.bench_crop_scoring")
 

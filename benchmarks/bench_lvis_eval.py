@@ -31,9 +31,14 @@ from pathlib import Path
 
 from detectron2.data import MetadataCatalog
 
-from vild_d2.evaluation import build_lvis_evaluator
-from vild_d2.kit.lvis_synthetic import SyntheticLVISSettings, lvis_v1_categories, synthetic_detections, synthetic_lvis_gt
 from vild_d2.artifacts import write_json
+from vild_d2.evaluation import build_lvis_evaluator
+from vild_d2.kit.lvis_synthetic import (
+    SyntheticLVISSettings,
+    lvis_v1_categories,
+    synthetic_detections,
+    synthetic_lvis_gt,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lvis_eval_speed.json"
 LVIS_V1_VAL_IMAGES = 19809

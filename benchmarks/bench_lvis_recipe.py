@@ -67,9 +67,8 @@ def part_file(args, part) -> Path:
 
 def child(args):
     """Run one part here (``$DETECTRON2_DATASETS`` already set by the parent) and write its JSON."""
-    import torch
-
     import lvis_recipe_parts as parts  # imports detectron2 and vild_d2: after the environment is set
+    import torch
 
     result = parts.PARTS[args.part](parts.Ctx(args))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -18,18 +18,16 @@ import clip
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_text_classifier import vit_b32_random
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from PIL import Image
 
 from vild_d2 import add_vild_config
-from vild_d2.crops import clip_crops
+from vild_d2.crops import clip_crops, embed_regions
 from vild_d2.data import ViLDDatasetMapper
-from vild_d2.crops import embed_regions
-from vild_d2.region_cache.storage import write_manifest, write_shard
 from vild_d2.kit.toy import TOY_PREFIX
-
-from bench_text_classifier import vit_b32_random
+from vild_d2.region_cache.storage import write_manifest, write_shard
 
 
 def encoder_timer(visual):

@@ -22,8 +22,8 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from vild_d2 import add_vild_config
-from vild_d2.modeling import MODES
 from vild_d2.clip_model import clip_identity
+from vild_d2.modeling import MODES
 from vild_d2.text_classifier import save_text_classifier
 
 

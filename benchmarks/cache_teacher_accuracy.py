@@ -12,10 +12,10 @@ import json
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import vild_d2  # noqa: F401  (registers datasets)
-from vild_d2.region_cache import RegionCache
 from vild_d2.evaluation import cached_embedding_accuracy
-from vild_d2.text_classifier import load_text_classifier
 from vild_d2.kit.toy import TOY_PREFIX
+from vild_d2.region_cache import RegionCache
+from vild_d2.text_classifier import load_text_classifier
 
 
 def main():

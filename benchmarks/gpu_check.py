@@ -138,9 +138,9 @@ def main():
     os.environ["DETECTRON2_DATASETS"] = str(Path(args.work) / "world")  # before detectron2 registers LVIS
     t0 = time.time()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gpu_check_steps as steps
     import torch
 
-    import gpu_check_steps as steps
     from vild_d2.artifacts import write_json
 
     out = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")

@@ -13,21 +13,21 @@ import traceback
 from pathlib import Path
 from unittest import mock
 
+import lvis_recipe_parts as parts
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.events import EventStorage
 
-import lvis_recipe_parts as parts
+from vild_d2.artifacts import read_json, write_text
+from vild_d2.clip_model import load_clip
 from vild_d2.crops import embed_regions
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.engine import ViLDTrainer
 from vild_d2.kit.random_clip import CLIP_ARCHS, save_random_clip
 from vild_d2.region_cache import RegionCache
 from vild_d2.region_cache.builder import RegionCacheSettings
-from vild_d2.clip_model import load_clip
-from vild_d2.artifacts import read_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE_BOX = "ensemble_one_box_head"

@@ -17,16 +17,15 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import vild_d2.region_cache.builder as cache_builder
-from vild_d2.engine import load_config
+from vild_d2.clip_model import clip_identity, load_clip
 from vild_d2.data import ViLDDatasetMapper
+from vild_d2.engine import ViLDTrainer, load_config
 from vild_d2.kit.mini_lvis import MiniLVISSettings, build_mini_lvis
-from vild_d2.engine import ViLDTrainer
 from vild_d2.kit.random_clip import save_random_clip
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
 from vild_d2.region_cache.proposals import detector_proposal_source
-from vild_d2.vocabularies import builtin_vocabulary
-from vild_d2.clip_model import clip_identity, load_clip
 from vild_d2.text_classifier import encode_classes, read_templates, save_text_classifier
+from vild_d2.vocabularies import builtin_vocabulary
 
 OVERLAY = "configs/overlays/CPU-rehearsal.yaml"
 CONFIGS = {m: f"configs/LVIS-OV/vild_{m}_R50_FPN.yaml" for m in ("text", "image", "ensemble")}
@@ -348,7 +347,7 @@ def part_infer(ctx: Ctx):
 def _synthetic_detections(record, rng, num=300):
     """``num`` detections: the ground-truth boxes (right class) plus random boxes, random classes and
     scores; masks are the boxes filled."""
-    from detectron2.structures import BoxMode, Boxes, Instances
+    from detectron2.structures import Boxes, BoxMode, Instances
     h, w = record["height"], record["width"]
     gt = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]],
                   np.float32).reshape(-1, 4)[:num]

@@ -24,11 +24,10 @@ from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.model_zoo import configs_root
-from vild_d2.kit.toy import default_toy_root
-from vild_d2.kit.pipeline import FAST, VAL, Pipeline, PipelineSettings
-from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX, toy_categories
 from vild_d2.artifacts import write_json, write_text
+from vild_d2.kit.pipeline import FAST, VAL, Pipeline, PipelineSettings
+from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX, default_toy_root, toy_categories
+from vild_d2.model_zoo import configs_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_table_report import LOCALISATION_ROWS, render  # noqa: E402  (beside this script)

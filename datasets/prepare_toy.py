@@ -4,8 +4,7 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.kit.toy import default_toy_root
-from vild_d2.kit.toy import ToyWorldSettings, build_toy_world
+from vild_d2.kit.toy import ToyWorldSettings, build_toy_world, default_toy_root
 
 
 def main():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from detectron2.data import MetadataCatalog
 
-from vild_d2.engine import load_config
 from vild_d2.clip_model import clip_identity
-from vild_d2.text_classifier import save_text_classifier
+from vild_d2.engine import load_config
 from vild_d2.kit.toy import TOY_PREFIX
+from vild_d2.text_classifier import save_text_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CFG = REPO / "configs/toy/Base-ViLD-Toy-R18-FPN.yaml"
@@ -29,8 +29,7 @@ def toy_env(tmp_path_factory):
     as ``TOY_PREFIX_*`` (the names the toy configs use); <tmp>/clip.pt: a random toy-sized CLIP that
     ``clip.load`` accepts. Subprocesses that load a toy config see the world as ``TOY_PREFIX_*``
     with ``DETECTRON2_DATASETS=<tmp>``."""
-    from vild_d2.kit.toy import register_toy_world
-    from vild_d2.kit.toy import ToyWorldSettings, build_toy_world
+    from vild_d2.kit.toy import ToyWorldSettings, build_toy_world, register_toy_world
     from vild_d2.kit.toy.teacher import TeacherSettings, build_toy_clip
 
     base = tmp_path_factory.mktemp("toy_env")

@@ -139,10 +139,9 @@ def _clipped_norms(trainer_class, monkeypatch):
     """Gradient norms Detectron2's SOLVER.CLIP_GRADIENTS clipper sees in one AMP step of
     ``trainer_class``: fused AdamW, a GradScaler at scale 1024, float16 autocast, Detectron2's CUDA
     step run on CPU (CUDA's autocast swapped for the CPU one). Also the true norms (float32)."""
+    import detectron2.engine.train_loop as train_loop
     from detectron2.config import get_cfg
     from detectron2.solver.build import maybe_add_gradient_clipping
-
-    import detectron2.engine.train_loop as train_loop
 
     monkeypatch.setattr(train_loop, "torch", _TorchClaimingCuda())  # for the step's "CUDA is required" assert
     monkeypatch.setattr(torch.cuda.amp, "autocast", lambda dtype: torch.autocast("cpu", dtype=dtype))

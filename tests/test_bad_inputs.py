@@ -12,25 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
+from PIL import Image
 
-from vild_d2.engine import load_config
+from vild_d2.artifacts import CorruptArtifactError, UnsafePickleError, seal
+from vild_d2.clip_model import clip_identity, load_clip
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.data.images import ImageReadError
+from vild_d2.engine import load_config
 from vild_d2.engine.checkpoint import VerifiedCheckpointer
+from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX
+from vild_d2.locking import BusyError, exclusive
 from vild_d2.recipe import RecipeSettings, Stage, run_recipe
 from vild_d2.region_cache import CacheMismatchError, CorruptCacheError
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
-from vild_d2.region_cache.proposals import save_proposals
 from vild_d2.region_cache.cli import build_from_args, make_parser
+from vild_d2.region_cache.proposals import save_proposals
 from vild_d2.text_classifier import ClassifierMismatchError
-from vild_d2.clip_model import clip_identity, load_clip
-from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX
-from vild_d2.locking import BusyError, exclusive
-from vild_d2.artifacts import CorruptArtifactError, UnsafePickleError, seal
 
 from .conftest import INSTANT, REPO, random_classifier
 

@@ -9,10 +9,10 @@ import os
 import pytest
 import torch
 
-from vild_d2.engine import distributed
-from vild_d2.recipe import RecipeSettings, run_recipe
-from vild_d2.locking import BusyError, exclusive
 from vild_d2.artifacts import atomic_path
+from vild_d2.engine import distributed
+from vild_d2.locking import BusyError, exclusive
+from vild_d2.recipe import RecipeSettings, run_recipe
 
 from .conftest import INSTANT, REPO
 

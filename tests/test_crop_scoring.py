@@ -8,10 +8,10 @@ from detectron2.modeling import build_model
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, ImageList
 
-from vild_d2.crops import embed_regions
-from vild_d2.modeling import CropEmbedder, ViLDOutputLayers
 from vild_d2.clip_model import clip_identity, load_clip
+from vild_d2.crops import embed_regions
 from vild_d2.kit.toy import TOY_PREFIX
+from vild_d2.modeling import CropEmbedder, ViLDOutputLayers
 
 from .conftest import random_classifier
 from .test_vild_model import batch

@@ -15,12 +15,11 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
-from vild_d2.engine import load_config
-from vild_d2.engine import ViLDTrainer, launch
+from vild_d2.artifacts import write_json
+from vild_d2.clip_model import clip_identity, load_clip
+from vild_d2.engine import ViLDTrainer, launch, load_config
 from vild_d2.engine.checkpoint import RandomStates
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
-from vild_d2.clip_model import clip_identity, load_clip
-from vild_d2.artifacts import write_json
 
 from .conftest import INSTANT, random_classifier
 from .test_amp import batch

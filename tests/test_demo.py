@@ -2,7 +2,6 @@
 import json
 
 import pytest
-
 from PIL import Image
 
 from vild_d2.kit.toy import TOY_PREFIX

@@ -39,8 +39,9 @@ def _tiny_lvis():
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_lvis_eval_perfect_predictions(iou_type, tmp_path):
-    import vild_d2  # noqa: F401  (applies the np.float fix)
     from lvis import LVIS, LVISEval, LVISResults
+
+    import vild_d2  # noqa: F401  (applies the np.float fix)
 
     path = tmp_path / "tiny_lvis.json"
     path.write_text(json.dumps(_tiny_lvis()))

@@ -13,12 +13,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, ImageList
 
+from vild_d2.clip_model import load_clip
 from vild_d2.crops import embed_regions, tower_dtype
 from vild_d2.modeling import CropEmbedder, ViLDOutputLayers
 from vild_d2.region_cache import RegionCache
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
 from vild_d2.text_classifier import encode_classes
-from vild_d2.clip_model import load_clip
 
 # float16 weights round to 11 significant bits; on unit vectors of D = 32 the measured worst
 # differences were 1.1e-3 (crops) and 4.7e-4 (text): the bounds leave 4x headroom.

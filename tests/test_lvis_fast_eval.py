@@ -13,10 +13,9 @@ from detectron2.evaluation import LVISEvaluator
 from detectron2.structures import Boxes, Instances
 from pycocotools import mask as mask_utils
 
-from vild_d2.evaluation import LVISFastEvaluator, build_lvis_evaluator
-from vild_d2.evaluation import lvis_fast
-from vild_d2.kit.lvis_synthetic import SyntheticLVISSettings, synthetic_detections, synthetic_lvis_gt, toy_categories
 from vild_d2.artifacts import write_json
+from vild_d2.evaluation import LVISFastEvaluator, build_lvis_evaluator, lvis_fast
+from vild_d2.kit.lvis_synthetic import SyntheticLVISSettings, synthetic_detections, synthetic_lvis_gt, toy_categories
 
 NAME = "test_lvis_fast_synthetic"
 SETTINGS = SyntheticLVISSettings(num_images=60, seed=11)

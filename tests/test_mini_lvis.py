@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.datasets.builtin import _PREDEFINED_SPLITS_LVIS
 from detectron2.data.datasets.lvis import load_lvis_json
 from detectron2.evaluation import LVISEvaluator
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 from lvis import LVIS
 from PIL import Image
 from pycocotools import mask as mask_utils

@@ -15,14 +15,14 @@ from detectron2.data import transforms as T
 from detectron2.engine import launch
 from detectron2.structures import BitMasks, BoxMode
 
+from vild_d2.clip_model import load_clip
 from vild_d2.data import ViLDDatasetMapper
+from vild_d2.kit.toy import TOY_PREFIX
 from vild_d2.region_cache import CacheMismatchError, CorruptCacheError, RegionCache
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
-from vild_d2.region_cache.proposals import ProposalFileSource, read_proposals, save_proposals
 from vild_d2.region_cache.cli import build_from_args, make_parser
+from vild_d2.region_cache.proposals import ProposalFileSource, read_proposals, save_proposals
 from vild_d2.region_cache.storage import write_manifest, write_shard
-from vild_d2.clip_model import load_clip
-from vild_d2.kit.toy import TOY_PREFIX
 
 from .conftest import REPO, TOY_CFG
 

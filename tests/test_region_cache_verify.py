@@ -12,10 +12,9 @@ import pytest
 from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
 
-from vild_d2.data import ViLDDatasetMapper
-from vild_d2.region_cache import CorruptCacheError, verify_region_cache
-from vild_d2.region_cache import storage
 from vild_d2.artifacts import file_sha256
+from vild_d2.data import ViLDDatasetMapper
+from vild_d2.region_cache import CorruptCacheError, storage, verify_region_cache
 
 from .test_bad_inputs import refused
 from .test_region_cache import _build, _bytes, world  # noqa: F401 (world: the fixture)

@@ -14,12 +14,17 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.build import _train_loader_from_config
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 
-from vild_d2.engine import load_config
 from vild_d2.data import register_ov_lvis_instances
+from vild_d2.engine import load_config
 from vild_d2.engine.checkpoint import RandomStates
-from vild_d2.engine.samplers import (SUPPORTED_SAMPLERS, ResumableRandomSubsetTrainingSampler,
-                                     ResumableRepeatFactorTrainingSampler, ResumableSampler, ResumableTrainingSampler,
-                                     build_training_sampler)
+from vild_d2.engine.samplers import (
+    SUPPORTED_SAMPLERS,
+    ResumableRandomSubsetTrainingSampler,
+    ResumableRepeatFactorTrainingSampler,
+    ResumableSampler,
+    ResumableTrainingSampler,
+    build_training_sampler,
+)
 
 from .test_configs import CONFIG_DIR, CONFIGS
 

@@ -7,11 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vild_d2.text_classifier import ClassifierMismatchError, cached_text_classifier, clean_class_name, encode_classes, load_text_classifier, read_templates
 from vild_d2.clip_model import load_clip
-from vild_d2.vocabularies import load_vocabulary
 from vild_d2.kit.toy import toy_categories
 from vild_d2.kit.toy.teacher import TeacherSettings, build_toy_clip
+from vild_d2.text_classifier import (
+    ClassifierMismatchError,
+    cached_text_classifier,
+    clean_class_name,
+    encode_classes,
+    load_text_classifier,
+    read_templates,
+)
+from vild_d2.vocabularies import load_vocabulary
 
 TEMPLATES = ["a photo of a {}.", "a {} in the scene.", "art of the {}."]
 

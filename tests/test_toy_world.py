@@ -6,8 +6,14 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from lvis import LVIS
 
-from vild_d2.kit.toy import register_toy_world
-from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX, ToyWorldMismatchError, ToyWorldSettings, build_toy_world
+from vild_d2.kit.toy import (
+    SPLIT_FILES,
+    TOY_PREFIX,
+    ToyWorldMismatchError,
+    ToyWorldSettings,
+    build_toy_world,
+    register_toy_world,
+)
 
 TINY = ToyWorldSettings(num_train=12, num_val=4, seed=3)
 

@@ -6,8 +6,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from vild_d2.modeling import MODES
 from vild_d2.kit.toy import TOY_PREFIX
+from vild_d2.modeling import MODES
 
 from .conftest import random_classifier
 

@@ -5,7 +5,7 @@ Core Detectron2 keys are reused where they exist: ViLD's class-agnostic box and 
 branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
 ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``.
 """
-from typing import Dict, Sequence
+from typing import Dict
 
 from detectron2.config import CfgNode as CN
 

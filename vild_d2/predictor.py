@@ -19,8 +19,8 @@ from detectron2.structures import Instances
 
 from .engine.checkpoint import load_trained_weights, require_weights
 from .modeling.vocabulary import dataset_class_names, vocabulary_placeholders
-from .vocabularies import builtin_vocabulary
 from .text_classifier import cached_text_classifier, load_text_classifier
+from .vocabularies import builtin_vocabulary
 
 logger = logging.getLogger(__name__)
 

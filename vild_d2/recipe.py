@@ -28,17 +28,17 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from .artifacts import CorruptArtifactError, cache_key, is_sealed, seal, verify_file, write_json, write_text
+from .clip_model import load_clip
 from .config import check_same_backbone
 from .engine import ViLDTrainer, launch, load_config
 from .engine.distributed import is_cuda
 from .evaluation import proposal_hits, recall_summary
+from .locking import exclusive
 from .region_cache import CorruptCacheError, verify_region_cache
 from .region_cache.builder import RegionCacheSettings, build_region_cache
 from .region_cache.proposals import detector_proposal_source
 from .text_classifier import cached_text_classifier, text_classifier_path
-from .clip_model import load_clip
-from .artifacts import CorruptArtifactError, cache_key, is_sealed, seal, verify_file, write_json, write_text
-from .locking import exclusive
 
 logger = logging.getLogger(__name__)
 

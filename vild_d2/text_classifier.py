@@ -4,15 +4,13 @@ Embedding of class k = normalise(mean over its (synonym, template) texts of norm
 text embedding)). Files: ``NAME.npy`` (K x D float32) plus ``NAME.json`` (class names in
 order, CLIP identity, template hash, D, creation time). Shapes: K classes, T texts, D dim.
 """
-import contextlib
 import datetime
 import hashlib
 import logging
 import os
-import pickle
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch

@@ -15,8 +15,8 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..region_cache import CacheMismatchError, RegionCache, verify_region_cache
 from ..clip_model import clip_identity
+from ..region_cache import CacheMismatchError, RegionCache, verify_region_cache
 from .images import image_errors_named
 
 logger = logging.getLogger(__name__)

@@ -7,22 +7,25 @@ from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
 import torch
-from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
-                             get_detection_dataset_dicts)
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
+from ..artifacts import write_json
 from ..data import ViLDDatasetMapper
 from ..evaluation.coco_ov import OVCOCOEvaluator
 from ..evaluation.lvis_fast import build_lvis_evaluator
+from ..locking import exclusive
 from ..modeling.pretrained import check_backbone_init
 from ..modeling.vocabulary import set_dataset_vocabulary
-from ..locking import exclusive
-from ..artifacts import write_json
 from .amp import amp_trainer_for
 from .checkpoint import GatherRandomStates, RandomStates, VerifiedCheckpointer
 from .samplers import build_training_sampler

@@ -14,7 +14,6 @@ import torch
 from detectron2.structures import Boxes
 
 from ..data.records import match_regions
-
 from ..region_cache.storage import RegionCache
 
 __all__ = ["cached_embedding_accuracy"]

@@ -22,17 +22,17 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
+from vild_d2.artifacts import is_sealed, read_json, write_json
 from vild_d2.engine import ViLDTrainer, summary_table
 from vild_d2.evaluation import novel_object_naming
+from vild_d2.model_zoo import get_config_file
 from vild_d2.predictor import VocabularyPredictor
 from vild_d2.recipe import RecipeSettings, Stage, run_recipe, run_stages, summary
-from vild_d2.model_zoo import get_config_file
+from vild_d2.visualize import draw_detections
 
 from .toy import SPLIT_FILES, TOY_PREFIX, ToyWorldSettings, build_toy_world, default_toy_root, toy_register_opts
 from .toy.dataset import read_settings
 from .toy.teacher import TeacherSettings, ensure_teacher, teacher_path
-from vild_d2.artifacts import is_sealed, read_json, write_json
-from vild_d2.visualize import draw_detections
 
 logger = logging.getLogger("vild_d2.kit.pipeline")
 TRAIN, VAL = f"{TOY_PREFIX}_train_base", f"{TOY_PREFIX}_val"

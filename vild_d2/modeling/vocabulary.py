@@ -13,8 +13,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 from detectron2.data import MetadataCatalog
 
-from ..text_classifier import cached_text_classifier, load_text_classifier
 from ..clip_model import clip_identity
+from ..text_classifier import cached_text_classifier, load_text_classifier
 
 __all__ = ["resolve_vocabularies", "dataset_class_names", "vocabulary_placeholders"]
 

@@ -24,12 +24,12 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..crops import CROP_COMBINATION, embed_regions
+from ..artifacts import read_json, write_json
 from ..clip_model import clip_identity
-from .proposals import select_proposals
+from ..crops import CROP_COMBINATION, embed_regions
 from ..data.images import image_errors_named
 from ..locking import exclusive
-from ..artifacts import read_json, write_json
+from .proposals import select_proposals
 from .storage import CacheMismatchError, shard_name, shard_problems, stamp_matches, write_manifest, write_shard
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-from ..engine import load_config
 from ..clip_model import load_clip
+from ..engine import load_config
 from .builder import RegionCacheSettings, build_region_cache
 from .proposals import ProposalFileSource, detector_proposal_source
 

@@ -23,8 +23,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from vild_d2.locking import exclusive
 from vild_d2.artifacts import read_json, write_json
+from vild_d2.locking import exclusive
+
 from .scenes import render_scene, toy_categories
 
 logger = logging.getLogger(__name__)

@@ -29,9 +29,10 @@ from PIL import Image
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
-from vild_d2.crops import clip_crops, embed_regions
 from vild_d2.artifacts import atomic_path, cache_key, is_sealed, seal, verify_file, write_json
+from vild_d2.crops import clip_crops, embed_regions
 from vild_d2.locking import exclusive
+
 from .dataset import SPLIT_FILES, read_settings
 from .scenes import COLOURS, SHAPES, toy_categories
 
