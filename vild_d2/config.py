@@ -5,11 +5,16 @@ Core Detectron2 keys are reused where they exist: ViLD's class-agnostic box and 
 branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
 ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``.
 """
-from typing import Dict
+from typing import Dict, Sequence
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-__all__ = ["add_vild_config", "check_same_backbone"]
+__all__ = ["add_vild_config", "vild_defaults", "settings_read", "check_same_backbone", "TRAINER_KEYS"]
+
+# MODEL.VILD keys that every model trained by ViLDTrainer reads, a proposal network too; the
+# other MODEL.VILD keys configure the ViLD heads, their vocabulary and their teacher only.
+TRAINER_KEYS = ("MODEL.VILD.OPTIMIZER", "MODEL.VILD.LVIS_EVALUATOR")
 
 
 def add_vild_config(cfg: CN) -> None:
@@ -87,6 +92,24 @@ def add_vild_config(cfg: CN) -> None:
     _C.DATASETS.VILD.LSJ_IMAGE_SIZE = 0
     # Large-scale jitter: range of the random rescale factor.
     _C.DATASETS.VILD.LSJ_SCALE_RANGE = [0.1, 2.0]
+
+
+def vild_defaults() -> CN:
+    """Detectron2's default config with the ViLD keys at their defaults."""
+    cfg = get_cfg()
+    add_vild_config(cfg)
+    return cfg
+
+
+def settings_read(cfg: CN, ignore: Sequence[str] = ()) -> Dict[str, object]:
+    """The settings a job on ``cfg`` reads, as a cache key of its output folder: every key whose
+    value differs from :func:`vild_defaults`, except ``OUTPUT_DIR`` (the folder itself) and keys
+    under the ``ignore`` prefixes (sections the job does not read). A key added to the defaults
+    later leaves the settings of existing configs as they were, so their folders are kept."""
+    defaults = _flatten(vild_defaults(), "")
+    values = _flatten(cfg, "")
+    return {k[1:]: v for k, v in sorted(values.items())
+            if defaults.get(k, object()) != v and k != ".OUTPUT_DIR" and not k[1:].startswith(tuple(ignore))}
 
 
 def _flatten(node: CN, prefix: str) -> Dict[str, object]:

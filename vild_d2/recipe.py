@@ -5,8 +5,11 @@ the base classes -> offline CLIP region cache of its proposals -> ViLD training 
 proposal recall on novel versus base objects.
 
 Stages are declared as data (:class:`Stage`: name, artifacts, run). Each writes its artifacts into a
-folder keyed by a hash of everything it depends on, so a rerun skips finished stages, a changed
-setting redoes only what depends on it, and a killed training resumes from its last checkpoint.
+folder keyed by a hash of what that stage reads (:func:`vild_d2.config.settings_read`: the config
+values that differ from the defaults, less the sections the stage ignores; its data; the folders of
+the stages it builds on), so a rerun skips finished stages, a changed setting redoes only the
+stages that read it, a key added to the defaults keeps every folder, and a killed training
+resumes from its last checkpoint.
 The whole recipe runs in Detectron2's ``launch``: one process, ``--num-gpus N`` processes (gloo
 on CPUs), or several machines (``--num-machines``, ``--machine-rank``, ``--dist-url``).
 
@@ -28,9 +31,9 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from .artifacts import CorruptArtifactError, cache_key, is_sealed, seal, verify_file, write_json, write_text
+from .artifacts import CorruptArtifactError, cache_key, is_sealed, verify_file, write_json, write_text
 from .clip_model import load_clip
-from .config import check_same_backbone
+from .config import TRAINER_KEYS, check_same_backbone, settings_read
 from .engine import ViLDTrainer, launch, load_config
 from .engine.distributed import is_cuda
 from .evaluation import proposal_hits, recall_summary
@@ -96,6 +99,16 @@ def _dataset_fingerprint(name: str) -> List:
     return [name]
 
 
+def proposal_settings(cfg) -> Dict[str, object]:
+    """What training the proposal network reads: a ``ProposalNetwork`` reads no ``MODEL.VILD`` key
+    but the trainer's (:data:`vild_d2.config.TRAINER_KEYS`)."""
+    if cfg.MODEL.META_ARCHITECTURE != "ProposalNetwork":  # a detector with ViLD heads reads them all
+        return settings_read(cfg)
+    read = settings_read(cfg, ignore=("MODEL.VILD.",))
+    read.update({k: v for k, v in settings_read(cfg).items() if k in TRAINER_KEYS})
+    return read
+
+
 def run_stages(stages: List[Stage]) -> Dict[str, Tuple[float, str]]:
     """Run each stage that is not done, in order; {name: (seconds, "ran" | "cached")}.
 
@@ -128,17 +141,19 @@ class Recipe:
         self.train_set = self.vild_cfg.DATASETS.TRAIN[0]
         self.test_set = self.vild_cfg.DATASETS.TEST[0] if self.vild_cfg.DATASETS.TEST else ""
         text_dir = self.out / "text_classifiers"
+        vocabularies = (("TEXT_EMBEDDINGS", self.train_set), ("TEST_TEXT_EMBEDDINGS", self.test_set))
         self.classifiers = {key: (dataset, Path(getattr(v, key)) if getattr(v, key) else
                                   text_classifier_path(text_dir, dataset, v.CLIP_MODEL, v.PROMPT_TEMPLATES or None))
-                            for key, dataset in (("TEXT_EMBEDDINGS", self.train_set), ("TEST_TEXT_EMBEDDINGS", self.test_set))
-                            if dataset or getattr(v, key)}
-        self.vild_cfg.merge_from_list([x for k, (_, p) in self.classifiers.items() for x in (f"MODEL.VILD.{k}", str(p))])
+                            for key, dataset in vocabularies if dataset or getattr(v, key)}
+        self.vild_cfg.merge_from_list([x for k, (_, path) in self.classifiers.items()
+                                       for x in (f"MODEL.VILD.{k}", str(path))])
 
         p = self.proposal_cfg
         if p.MODEL.META_ARCHITECTURE != "ProposalNetwork":  # a detector with ViLD heads needs the vocabulary
-            p.merge_from_list(["MODEL.VILD.CLIP_MODEL", v.CLIP_MODEL, "MODEL.VILD.TEXT_EMBEDDINGS", str(v.TEXT_EMBEDDINGS)])
+            p.merge_from_list(["MODEL.VILD.CLIP_MODEL", v.CLIP_MODEL,
+                               "MODEL.VILD.TEXT_EMBEDDINGS", str(v.TEXT_EMBEDDINGS)])
         data = settings.data_key or _dataset_fingerprint(p.DATASETS.TRAIN[0] if p.DATASETS.TRAIN else "")
-        self.rpn_dir = self.out / f"rpn_{cache_key(p.dump(), data, settings.proposal_weights)}"
+        self.rpn_dir = self.out / f"rpn_{cache_key(proposal_settings(p), data, settings.proposal_weights)}"
         p.OUTPUT_DIR = str(self.rpn_dir)
         self.rpn_weights = settings.proposal_weights or str(self.rpn_dir / "model_final.pth")
 
@@ -154,7 +169,8 @@ class Recipe:
         if settings.init_from_proposals and not self.vild_cfg.MODEL.WEIGHTS:
             check_same_backbone(p, self.vild_cfg)
             self.vild_cfg.MODEL.WEIGHTS = self.rpn_weights
-        self.vild_dir = self.out / f"vild_{cache_key(self.vild_cfg.dump())}"
+        data = settings.data_key or _dataset_fingerprint(self.train_set)
+        self.vild_dir = self.out / f"vild_{cache_key(settings_read(self.vild_cfg), data)}"
         self.vild_cfg.OUTPUT_DIR = str(self.vild_dir)
         self.recall_file = self.rpn_dir / f"recall_{self.test_set}.json"
 
@@ -183,7 +199,7 @@ class Recipe:
     def build_classifiers(self) -> None:
         v = self.vild_cfg.MODEL.VILD
         if comm.is_main_process():
-            for key, (dataset, path) in self.classifiers.items():
+            for dataset, path in self.classifiers.values():
                 if not path.is_file():
                     cached_text_classifier(path.parent, dataset, v.CLIP_MODEL, v.PROMPT_TEMPLATES or None,
                                            device=self.vild_cfg.MODEL.DEVICE)
@@ -201,9 +217,6 @@ class Recipe:
         trainer = ViLDTrainer(cfg)
         trainer.resume_or_load(resume=True)  # a killed stage resumes from its last checkpoint
         trainer.train()
-        final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
-        if comm.is_main_process() and final.is_file() and not is_sealed(final):
-            seal(final)  # written before checkpoints were sealed; it has just loaded as the resume point
 
     def cache_verifies(self) -> bool:
         """The whole region cache checks out (its stamp, or every shard hashed here); a damaged one
@@ -219,7 +232,8 @@ class Recipe:
 
     def build_cache(self) -> None:
         device = self.vild_cfg.MODEL.DEVICE
-        source = detector_proposal_source(self.proposal_cfg, self.rpn_weights, self.cache_settings.num_proposals, device)
+        source = detector_proposal_source(self.proposal_cfg, self.rpn_weights, self.cache_settings.num_proposals,
+                                          device)
         clip_spec = self.vild_cfg.MODEL.VILD.CLIP_MODEL
         build_region_cache(self.cache_dir, DatasetCatalog.get(self.train_set), source, load_clip(clip_spec, device),
                            clip_spec, self.cache_settings, dataset_name=self.train_set,

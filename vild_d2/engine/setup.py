@@ -4,12 +4,11 @@ file with its ``_BASE_`` chain, overlays and overrides, and the datasets it regi
 from typing import Sequence
 
 from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_vild_config
+from ..config import vild_defaults
 from ..data import register_from_config
 from ..locking import exclusive
 
@@ -20,8 +19,7 @@ def load_config(path: str, opts: Sequence[str] = (), overlays: Sequence[str] = (
     """A Detectron2 config with the ViLD keys: ``path`` (with its ``_BASE_`` chain), then each
     overlay YAML file, then ``opts`` (KEY VALUE ...). With ``register``, the datasets listed in
     ``DATASETS.VILD.REGISTER`` are registered, so every tool sees the config's datasets."""
-    cfg = get_cfg()
-    add_vild_config(cfg)
+    cfg = vild_defaults()
     cfg.merge_from_file(str(path))
     for overlay in overlays:
         cfg.merge_from_file(str(overlay))
