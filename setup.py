@@ -90,7 +90,7 @@ def link_configs() -> List[str]:
             os.symlink(os.path.relpath(source, dest.parent), dest)
         except OSError:
             shutil.copytree(source, dest)
-    return ["configs/*.yaml", "configs/*/*.yaml", "configs/*/*/*.yaml"]
+    return ["configs/**/*.yaml"]
 
 
 if __name__ == "__main__":  # pip runs setup.py as __main__; tests read install_requires()
