@@ -104,7 +104,8 @@ class VocabularyPredictor(DefaultPredictor):
         """Detections (boxes, scores, classes, masks in image pixels) of an H x W x 3 RGB image."""
         return super().__call__(np.ascontiguousarray(image[:, :, ::-1]))["instances"].to("cpu")  # RGB -> BGR
 
-    def run(self, paths: Sequence[str], threshold: float) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[Instances]]]:
+    def run(self, paths: Sequence[str],
+            threshold: float) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[Instances]]]:
         """(path, image, detections above ``threshold``) per input; an unreadable image yields
         (path, None, None) and is reported, and the run goes on."""
         from detectron2.data.detection_utils import read_image

@@ -32,7 +32,8 @@ def draw_detections(image: np.ndarray, inst: Instances, class_names: Sequence[st
         inst = best_label_per_object(inst, one_label_iou)
     novel = set(novel_ids)
     classes = inst.pred_classes.tolist()
-    labels = [f"{class_names[c]}{' (novel)' if c in novel else ''} {s:.2f}" for c, s in zip(classes, inst.scores.tolist())]
+    labels = [f"{class_names[c]}{' (novel)' if c in novel else ''} {s:.2f}"
+              for c, s in zip(classes, inst.scores.tolist())]
     vis = Visualizer(image, scale=scale).overlay_instances(
         boxes=inst.pred_boxes, masks=inst.pred_masks if inst.has("pred_masks") else None, labels=labels,
         assigned_colors=[NOVEL_COLOUR if c in novel else BASE_COLOUR for c in classes], alpha=0.3)

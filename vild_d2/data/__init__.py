@@ -3,4 +3,5 @@ from . import builtin  # noqa: F401  (registers the LVIS and COCO open-vocabular
 from .lvis_ov import load_ov_lvis_json, ov_lvis_metadata, register_from_config, register_ov_lvis_instances
 from .mapper import ViLDDatasetMapper
 
-__all__ = ["ViLDDatasetMapper", "load_ov_lvis_json", "ov_lvis_metadata", "register_ov_lvis_instances", "register_from_config"]
+__all__ = ["ViLDDatasetMapper", "load_ov_lvis_json", "ov_lvis_metadata", "register_ov_lvis_instances",
+           "register_from_config"]

@@ -17,7 +17,8 @@ from ..artifacts import json_errors_named, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["datasets_root", "expand_dataset_path", "register_ov_lvis_instances", "ov_lvis_metadata", "load_ov_lvis_json", "register_from_config"]
+__all__ = ["datasets_root", "expand_dataset_path", "register_ov_lvis_instances", "ov_lvis_metadata",
+           "load_ov_lvis_json", "register_from_config"]
 
 VOCABULARIES = ("all", "base")
 
@@ -144,6 +145,7 @@ def write_base_split(src: str, dst: str) -> Dict[str, int]:
     before = len(data["annotations"])
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] not in rare]
     write_json(dst, data, indent=None)
-    stats = {"images": len(data["images"]), "annotations": len(data["annotations"]), "dropped": before - len(data["annotations"])}
+    kept = len(data["annotations"])
+    stats = {"images": len(data["images"]), "annotations": kept, "dropped": before - kept}
     logger.info("wrote %s: %s", dst, stats)
     return stats

@@ -4,5 +4,5 @@ from .distributed import init_torchrun, launch
 from .setup import load_config, setup_cfg
 from .trainer import ViLDTrainer, summary_table
 
-__all__ = ["load_config", "VerifiedCheckpointer", "load_trained_weights", "ViLDTrainer", "init_torchrun", "launch", "setup_cfg",
-           "summary_table"]
+__all__ = ["load_config", "setup_cfg", "VerifiedCheckpointer", "load_trained_weights", "ViLDTrainer", "init_torchrun",
+           "launch", "summary_table"]

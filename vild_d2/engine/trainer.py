@@ -198,7 +198,8 @@ def summary_table(results) -> str:
 def check_norms_fit_device(cfg) -> None:
     """SyncBN synchronises through CUDA: several CPU processes (gloo) cannot run it."""
     keys = {"MODEL.RESNETS.NORM": cfg.MODEL.RESNETS.NORM, "MODEL.FPN.NORM": cfg.MODEL.FPN.NORM,
-            "MODEL.ROI_BOX_HEAD.NORM": cfg.MODEL.ROI_BOX_HEAD.NORM, "MODEL.ROI_MASK_HEAD.NORM": cfg.MODEL.ROI_MASK_HEAD.NORM}
+            "MODEL.ROI_BOX_HEAD.NORM": cfg.MODEL.ROI_BOX_HEAD.NORM,
+            "MODEL.ROI_MASK_HEAD.NORM": cfg.MODEL.ROI_MASK_HEAD.NORM}
     sync = [k for k, v in keys.items() if v in ("SyncBN", "nnSyncBN", "naiveSyncBN")]
     if sync and comm.get_world_size() > 1 and not cfg.MODEL.DEVICE.startswith("cuda"):
         raise ValueError(f"{', '.join(sync)} = SyncBN needs GPUs, but this job runs {comm.get_world_size()} processes "

@@ -15,7 +15,8 @@ __all__ = ["confident_detection_breakdown", "novel_object_naming", "class_subset
 
 
 def _xyxy(xywh) -> Boxes:
-    return Boxes(BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).view(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
+    boxes = torch.tensor(xywh, dtype=torch.float32).view(-1, 4)  # B x 4
+    return Boxes(BoxMode.convert(boxes, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
 
 
 def _by_image(items: Iterable[dict]) -> Dict[int, List[dict]]:

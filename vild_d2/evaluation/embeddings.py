@@ -110,5 +110,6 @@ def distillation_fit(model, cache, records: List[dict], novel_ids, image_format:
     for g, d in fit.items():
         out[g] = {"cosine": float(np.mean(d["cosine"])) if d["cosine"] else float("nan"), "regions": len(d["cosine"])}
         if g != "background":
-            out[g].update({f"{k}_accuracy": float(np.mean(d[k])) if d[k] else float("nan") for k in ("student", "clip")})
+            out[g].update({f"{k}_accuracy": float(np.mean(d[k])) if d[k] else float("nan")
+                           for k in ("student", "clip")})
     return out

@@ -46,7 +46,7 @@ LVIS_EVALUATOR_BACKENDS = ("faster-coco-eval", "lvis")
 LVIS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 # lvis.eval.Params.area_rng (besides "all"): the bounds are inclusive on both sides in both APIs
 LVIS_AREA_RANGES = {"small": [0 ** 2, 32 ** 2], "medium": [32 ** 2, 96 ** 2], "large": [96 ** 2, 1e5 ** 2]}
-# categories per faster-coco-eval run: a run takes ~1.2 kB per image and category (measured; ~28 GB
+# categories per faster-coco-eval run: a run takes ~1.2 kB per image and category (~28 GB
 # for all of LVIS v1 val at once, more than the lvis API's ~17 GB); a category's AP needs only its own
 # detections, and the summary means over categories come from the joined precision arrays
 CATEGORY_CHUNK = 100

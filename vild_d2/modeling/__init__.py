@@ -5,4 +5,5 @@ from .meta_arch import ViLDRCNN
 from .output_layers import MODES, ViLDOutputLayers
 from .roi_heads import ViLDROIHeads
 
-__all__ = ["MODES", "TEST_SCORES", "CropEmbedder", "build_basic_resnet_fpn_backbone", "ViLDOutputLayers", "ViLDRCNN", "ViLDROIHeads"]
+__all__ = ["MODES", "TEST_SCORES", "CropEmbedder", "build_basic_resnet_fpn_backbone", "ViLDOutputLayers", "ViLDRCNN",
+           "ViLDROIHeads"]

@@ -2,7 +2,8 @@
 "clip" and "text+clip"). Each proposal is cropped at every ``MODEL.VILD.CROP_SCALES`` scale from
 the image the detector sees, embedded by the CLIP image tower with the region cache's crop code
 (:func:`vild_d2.crops.embed_regions`), and the scale embeddings are combined as the cache
-combines them (``crops.CROP_COMBINATION``, as the region cache does). Classification against the vocabulary is :class:`ViLDOutputLayers`'s.
+combines them (``crops.CROP_COMBINATION``, as the region cache does). Classification against the
+vocabulary is :class:`ViLDOutputLayers`'s.
 
 Shapes: N images, R proposals (R_i of image i), D the CLIP embedding dimension.
 """
@@ -67,5 +68,6 @@ class CropEmbedder(nn.Module):
             image = images.tensor[i, :, :h, :w].float() * self.pixel_std + self.pixel_mean  # 3 x h x w, 0-255
             if self.to_rgb:
                 image = image.flip(0)
-            out.append(embed_regions(self.visual, image, b.tensor, self.scales, self.combine, self.batch_size))  # R_i x D
+            # R_i x D
+            out.append(embed_regions(self.visual, image, b.tensor, self.scales, self.combine, self.batch_size))
         return out
