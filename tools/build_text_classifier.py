@@ -5,7 +5,7 @@
     python tools/build_text_classifier.py --vocabulary "red circle,blue star" --clip-model toy_clip.pt
     python tools/build_text_classifier.py --config-file my_vild.yaml [--opts KEY VALUE ...]
 
---vocabulary: lvis | coco | toy | a registered dataset name | a text file | "a,b,c".
+--vocabulary: lvis | coco | a dataset the --config-file registers | a text file | "a,b,c".
 With --config-file (datasets in its DATASETS.VILD.REGISTER are registered), the default
 vocabularies are the config's DATASETS.TRAIN[0] and DATASETS.TEST[0], the CLIP its
 MODEL.VILD.CLIP_MODEL and the folder its MODEL.VILD.TEXT_CACHE_DIR: exactly the files train_net.py
@@ -15,7 +15,7 @@ import argparse
 
 from detectron2.utils.logger import setup_logger
 
-import vild_d2  # noqa: F401  (registers datasets)
+import vild_d2  # noqa: F401  (registers the built-in datasets)
 from vild_d2.engine import load_config
 from vild_d2.text_classifier import cached_text_classifier
 
