@@ -10,10 +10,12 @@ evaluation -> proposal recall (novel vs base). A rerun skips finished stages; a 
     DETECTRON2_DATASETS=datasets/mini_lvis python tools/run_recipe.py \\
         --config-file configs/LVIS-OV/vild_ensemble_R50_FPN.yaml --proposal-config configs/LVIS-OV/rpn_R50_FPN.yaml \\
         --overlay configs/overlays/CPU-rehearsal.yaml --output output/lvis_rehearsal \\
-        MODEL.VILD.CLIP_MODEL datasets/mini_lvis/clip_ViT-B-32_random.pt
+        MODEL.VILD.CLIP_MODEL datasets/mini_lvis/clip_vit_b32.pt
 
-Trailing KEY VALUE pairs override the ViLD config; --proposal-opts KEY VALUE ... the proposal
-network's. Several machines: --num-machines, --machine-rank, --dist-url, as in train_net.py.
+Trailing KEY VALUE pairs (after --output, or after "--") override the ViLD config; --proposal-opts
+KEY VALUE ... the proposal network's. The proposal network trains on the ViLD config's
+DATASETS.TRAIN, with the datasets that config registers. Several machines: --num-machines,
+--machine-rank, --dist-url, as in train_net.py.
 """
 import argparse
 import json
@@ -41,10 +43,11 @@ def main():
     p.add_argument("--dist-url", default="auto")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="ViLD config overrides: KEY VALUE ...")
     args = p.parse_args()
+    opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts  # "--" may end the options
     setup_logger(name="vild_d2")
     setup_logger(name="detectron2")
     settings = RecipeSettings(vild_config=args.config_file, proposal_config=args.proposal_config,
-                              opts=tuple(args.opts), proposal_opts=tuple(args.proposal_opts),
+                              opts=tuple(opts), proposal_opts=tuple(args.proposal_opts),
                               overlays=tuple(args.overlay), proposal_weights=args.proposal_weights,
                               recall_top_k=0 if args.no_recall else RecipeSettings.recall_top_k)
     plan = run_recipe(args.output, settings, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)

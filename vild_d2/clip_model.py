@@ -1,10 +1,12 @@
 """CLIP models by name or local file: :func:`load_clip` and :func:`clip_identity` (what every
-artifact built with a CLIP records, so that one built with another CLIP is refused)."""
+artifact built with a CLIP records, so that one built with another CLIP is refused). A path may use
+``~`` and ``$DETECTRON2_DATASETS`` (:func:`vild_d2.config.expand_path`)."""
 import contextlib
 import os
 import pickle
 
 from .artifacts import cached_file_sha256
+from .config import expand_path
 from .locking import exclusive
 
 __all__ = ["check_clip_spec", "clip_identity", "load_clip"]
@@ -13,6 +15,7 @@ __all__ = ["check_clip_spec", "clip_identity", "load_clip"]
 def check_clip_spec(spec: str) -> None:
     import clip
 
+    spec = expand_path(spec)
     if not os.path.isfile(spec) and spec not in clip.available_models():
         raise FileNotFoundError(
             f"MODEL.VILD.CLIP_MODEL {spec!r} is neither a file nor a known name {clip.available_models()}; put "
@@ -22,6 +25,7 @@ def check_clip_spec(spec: str) -> None:
 def clip_identity(spec: str) -> str:
     """``name:ViT-B/32`` for a model name (or a path that does not exist yet), ``sha256:...`` for a
     checkpoint file."""
+    spec = expand_path(spec)
     if os.path.isfile(spec):
         return "sha256:" + cached_file_sha256(spec)
     return f"name:{spec}"
@@ -31,6 +35,7 @@ def load_clip(spec: str, device: str = "cpu"):
     """``clip.load`` of a model name or a local checkpoint (TorchScript or state_dict)."""
     import clip
 
+    spec = expand_path(spec)
     check_clip_spec(spec)
     # A name downloads into ~/.cache/clip on first use, and clip.load writes there in place: the
     # processes of a job (several machines on a shared home too) take turns, so one downloads and

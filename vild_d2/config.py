@@ -5,12 +5,14 @@ Core Detectron2 keys are reused where they exist: ViLD's class-agnostic box and 
 branches are ``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG`` and
 ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``.
 """
+import os
 from typing import Dict, Sequence
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_vild_config", "vild_defaults", "settings_read", "check_same_backbone", "TRAINER_KEYS"]
+__all__ = ["add_vild_config", "datasets_root", "expand_path", "vild_defaults", "settings_read", "check_same_backbone",
+           "TRAINER_KEYS"]
 
 # MODEL.VILD keys that every model trained by ViLDTrainer reads, a proposal network too; the
 # other MODEL.VILD keys configure the ViLD heads, their vocabulary and their teacher only.
@@ -92,6 +94,20 @@ def add_vild_config(cfg: CN) -> None:
     _C.DATASETS.VILD.LSJ_IMAGE_SIZE = 0
     # Large-scale jitter: range of the random rescale factor.
     _C.DATASETS.VILD.LSJ_SCALE_RANGE = [0.1, 2.0]
+
+
+def datasets_root() -> str:
+    """``$DETECTRON2_DATASETS``, default ``datasets``: where the built-in datasets are read from."""
+    return os.environ.get("DETECTRON2_DATASETS", "datasets")
+
+
+def expand_path(path: str) -> str:
+    """A path of a config (``DATASETS.VILD.REGISTER``, ``MODEL.VILD.CLIP_MODEL``) with ``~`` and
+    environment variables expanded;
+    ``$DETECTRON2_DATASETS`` stands for :func:`datasets_root` even where the variable is unset."""
+    for var in ("${DETECTRON2_DATASETS}", "$DETECTRON2_DATASETS"):
+        path = path.replace(var, datasets_root())
+    return os.path.expanduser(os.path.expandvars(path))
 
 
 def vild_defaults() -> CN:

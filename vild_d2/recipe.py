@@ -38,9 +38,10 @@ from .engine import ViLDTrainer, launch, load_config
 from .engine.distributed import is_cuda
 from .evaluation import proposal_hits, recall_summary
 from .locking import exclusive
-from .region_cache import CorruptCacheError, verify_region_cache
+from .region_cache import verify_region_cache
 from .region_cache.builder import RegionCacheSettings, build_region_cache
 from .region_cache.proposals import detector_proposal_source
+from .region_cache.storage import FORMAT_VERSION
 from .text_classifier import cached_text_classifier, text_classifier_path
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class Recipe:
                                        for x in (f"MODEL.VILD.{k}", str(path))])
 
         p = self.proposal_cfg
+        self._train_proposals_on_vild_data(p)
         if p.MODEL.META_ARCHITECTURE != "ProposalNetwork":  # a detector with ViLD heads needs the vocabulary
             p.merge_from_list(["MODEL.VILD.CLIP_MODEL", v.CLIP_MODEL,
                                "MODEL.VILD.TEXT_EMBEDDINGS", str(v.TEXT_EMBEDDINGS)])
@@ -164,7 +166,8 @@ class Recipe:
         if v.MODE != "text" and not (v.REGION_CACHE_DIR and (Path(v.REGION_CACHE_DIR) / "manifest.json").is_file()):
             data = settings.data_key or _dataset_fingerprint(self.train_set)
             self.cache_dir = self.out / ("region_cache_" + cache_key(
-                self.rpn_dir.name, self.rpn_weights, v.CLIP_MODEL, dataclasses.asdict(self.cache_settings), data))
+                FORMAT_VERSION, self.rpn_dir.name, self.rpn_weights, v.CLIP_MODEL,
+                dataclasses.asdict(self.cache_settings), data))
             self.vild_cfg.MODEL.VILD.REGION_CACHE_DIR = str(self.cache_dir)
         if settings.init_from_proposals and not self.vild_cfg.MODEL.WEIGHTS:
             check_same_backbone(p, self.vild_cfg)
@@ -173,6 +176,18 @@ class Recipe:
         self.vild_dir = self.out / f"vild_{cache_key(settings_read(self.vild_cfg), data)}"
         self.vild_cfg.OUTPUT_DIR = str(self.vild_dir)
         self.recall_file = self.rpn_dir / f"recall_{self.test_set}.json"
+
+    def _train_proposals_on_vild_data(self, p) -> None:
+        """The proposal network learns the base boxes of the ViLD config's DATASETS.TRAIN, registered
+        as that config registers them: a dataset of one's own is named in one config only."""
+        v = self.vild_cfg.DATASETS
+        if tuple(p.DATASETS.TRAIN) != tuple(v.TRAIN):
+            logger.info("the proposal network trains on %s, the ViLD config's DATASETS.TRAIN (its own config names "
+                        "%s)", tuple(v.TRAIN), tuple(p.DATASETS.TRAIN))
+        names = {entry[0] for entry in v.VILD.REGISTER}
+        register = [list(e) for e in v.VILD.REGISTER] + [list(e) for e in p.DATASETS.VILD.REGISTER if e[0] not in names]
+        p.merge_from_list(["DATASETS.TRAIN", tuple(v.TRAIN), "DATASETS.VILD.REGISTER", register,
+                           "DATASETS.VILD.NOVEL_CLASSES", list(v.VILD.NOVEL_CLASSES)])
 
     def stages(self) -> List[Stage]:
         stages = [Stage("text classifiers", tuple(p for _, p in self.classifiers.values()), self.build_classifiers)]
@@ -225,7 +240,7 @@ class Recipe:
             verify_region_cache(self.cache_dir, rank=0, world_size=1)
         except FileNotFoundError:  # not built yet (no manifest): nothing to warn about
             return False
-        except (CorruptCacheError, CorruptArtifactError) as e:
+        except CorruptArtifactError as e:  # the cache's own errors too
             logger.warning("region cache not usable (%s); running its stage again", e)
             return False
         return True

@@ -11,8 +11,9 @@ import os
 from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
+from ..config import datasets_root
 from .coco_ov import COCO_OV_BASE, COCO_OV_NOVEL, register_ov_coco_instances
-from .lvis_ov import datasets_root, ov_lvis_metadata, register_ov_lvis_instances
+from .lvis_ov import ov_lvis_metadata, register_ov_lvis_instances
 
 __all__ = ["register_lvis_ov", "register_coco_ov"]
 

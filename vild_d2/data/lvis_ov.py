@@ -14,10 +14,11 @@ from detectron2.data.datasets.coco import load_coco_json
 from detectron2.data.datasets.lvis import load_lvis_json
 
 from ..artifacts import json_errors_named, read_json, write_json
+from ..config import expand_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["datasets_root", "expand_dataset_path", "register_ov_lvis_instances", "ov_lvis_metadata",
+__all__ = ["register_ov_lvis_instances", "ov_lvis_metadata",
            "load_ov_lvis_json", "register_from_config"]
 
 VOCABULARIES = ("all", "base")
@@ -106,19 +107,6 @@ def register_ov_lvis_instances(
     logger.debug("registered %s (%d classes, vocabulary=%s)", name, len(meta["thing_classes"]), vocabulary)
 
 
-def datasets_root() -> str:
-    """``$DETECTRON2_DATASETS``, default ``datasets``: where the built-in datasets are read from."""
-    return os.environ.get("DETECTRON2_DATASETS", "datasets")
-
-
-def expand_dataset_path(path: str) -> str:
-    """A ``DATASETS.VILD.REGISTER`` path with ``~`` and environment variables expanded;
-    ``$DETECTRON2_DATASETS`` stands for :func:`datasets_root` even where the variable is unset."""
-    for var in ("${DETECTRON2_DATASETS}", "$DETECTRON2_DATASETS"):
-        path = path.replace(var, datasets_root())
-    return os.path.expanduser(os.path.expandvars(path))
-
-
 def register_from_config(cfg) -> None:
     """Register the datasets listed in ``DATASETS.VILD.REGISTER`` (entries
     ``[name, json_file, image_root, vocabulary, format]``, the last two optional; paths may use
@@ -131,7 +119,7 @@ def register_from_config(cfg) -> None:
         name, json_file, image_root, vocabulary, fmt = (list(entry) + ["all", "lvis"][len(entry) - 3:])[:5]
         if name in DatasetCatalog.list():
             continue
-        register_ov_lvis_instances(name, expand_dataset_path(json_file), expand_dataset_path(image_root),
+        register_ov_lvis_instances(name, expand_path(json_file), expand_path(image_root),
                                    vocabulary=vocabulary, fmt=fmt, novel_classes=cfg.DATASETS.VILD.NOVEL_CLASSES,
                                    prepare_hint=f"(DATASETS.VILD.REGISTER entry {name!r})")
 

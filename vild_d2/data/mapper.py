@@ -15,8 +15,9 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
+from ..artifacts import SettingsMismatchError
 from ..clip_model import clip_identity
-from ..region_cache import CacheMismatchError, RegionCache, verify_region_cache
+from ..region_cache import RegionCache, verify_region_cache
 from .images import image_errors_named
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class ViLDDatasetMapper(DatasetMapper):
         if self._cache is None:
             cache = RegionCache(self.region_cache_dir, expected=self._expected(), verify=not self._verified)
             if cache.manifest["num_proposals"] < self.num_cached_proposals:
-                raise CacheMismatchError(
+                raise SettingsMismatchError(
                     f"region cache {self.region_cache_dir} holds {cache.manifest['num_proposals']} proposals per "
                     f"image but MODEL.VILD.NUM_CACHED_PROPOSALS is {self.num_cached_proposals}: lower the key to at "
                     "most that, or rebuild the cache with more proposals")
@@ -100,13 +101,13 @@ class ViLDDatasetMapper(DatasetMapper):
         foreign, missing = have - wanted, wanted - have
         where = f"region cache {self.region_cache_dir} (dataset {self.cache.manifest.get('dataset')!r})"
         if foreign:
-            raise CacheMismatchError(f"{where} holds {len(foreign)} image ids the training set does not have "
-                                     f"(e.g. {sorted(foreign)[:3]}): it was built for other data; rebuild it for "
-                                     "DATASETS.TRAIN or point MODEL.VILD.REGION_CACHE_DIR to the matching cache")
+            raise SettingsMismatchError(f"{where} holds {len(foreign)} image ids the training set does not have "
+                                        f"(e.g. {sorted(foreign)[:3]}): it was built for other data; rebuild it for "
+                                        "DATASETS.TRAIN or point MODEL.VILD.REGION_CACHE_DIR to the matching cache")
         if missing and not self.skip_missing_regions:
-            raise CacheMismatchError(f"{where} lacks {len(missing)} of the {len(wanted)} training images (e.g. "
-                                     f"{sorted(missing)[:3]}): finish or rebuild the cache, or set "
-                                     "DATASETS.VILD.SKIP_MISSING_REGIONS=True to train them without ViLD-image")
+            raise SettingsMismatchError(f"{where} lacks {len(missing)} of the {len(wanted)} training images (e.g. "
+                                        f"{sorted(missing)[:3]}): finish or rebuild the cache, or set "
+                                        "DATASETS.VILD.SKIP_MISSING_REGIONS=True to train them without ViLD-image")
         if missing:
             logger.warning("%s lacks %d of %d training images: they train without ViLD-image", where, len(missing),
                            len(wanted))

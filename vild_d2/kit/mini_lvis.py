@@ -17,7 +17,6 @@ only rare objects (ViLD sees those only through the CLIP region cache). The worl
 labelled: each image's ``neg_category_ids`` is a random sample of its absent categories.
 """
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -28,11 +27,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from vild_d2.artifacts import atomic_path, write_json
+from vild_d2.artifacts import atomic_path, check_settings, write_json, write_settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MiniLVISSettings", "MiniLVISMismatchError", "build_mini_lvis", "category_appearance"]
+__all__ = ["MiniLVISSettings", "build_mini_lvis", "category_appearance"]
 
 SPLITS = ("train", "val")
 MARKER = "lvis/mini_lvis_settings.json"
@@ -69,10 +68,6 @@ class MiniLVISSettings:
                              f"high, got sizes {self.min_size}-{self.max_size}, image {self.width}x{self.height}")
         if not 0.0 <= self.rare_only_fraction < 1.0 or self.num_negatives < 0 or self.not_exhaustive_every < 1:
             raise ValueError("need 0 <= rare_only_fraction < 1, num_negatives >= 0, not_exhaustive_every >= 1")
-
-
-class MiniLVISMismatchError(RuntimeError):
-    pass
 
 
 def category_appearance(category_id: int) -> Tuple[np.ndarray, np.ndarray, float, int]:
@@ -182,42 +177,26 @@ def _lvis_json(s: MiniLVISSettings, split: str, objects: List[List[dict]], first
             "images": images, "annotations": annotations, "categories": cats}
 
 
-def _check_folder(root: Path, wanted: dict, jsons: List[Path], images: List[Path]) -> bool:
-    """True when ``root`` already holds this world; raise when it holds other data."""
-    found = json.loads((root / MARKER).read_text()) if (root / MARKER).is_file() else None
-    if found == wanted:
-        return True
-    if found is not None and any(p.exists() for p in jsons):
-        diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
-        raise MiniLVISMismatchError(
-            f"{root} already holds a mini-LVIS world made with other settings (differing as (found, wanted): "
-            f"{diff}); delete {root / 'lvis'} and {root / 'coco'}, or choose another output folder")
-    if found is None and not (root / BUILDING).is_file():
-        foreign = [p for p in jsons + images if p.exists()]
-        if foreign:
-            raise MiniLVISMismatchError(
-                f"{root} holds files mini-LVIS did not write (e.g. {foreign[0]}), maybe the real LVIS or COCO; "
-                "refusing to overwrite them: choose another output folder")
-    return False
-
-
 def build_mini_lvis(root, settings: MiniLVISSettings = MiniLVISSettings()) -> bool:
     """Write the mini-LVIS world under ``root``; return False when it was already there.
 
     Files are written under temporary names and renamed; the settings marker comes last, so a
-    killed build is simply redone. Other settings, or files not written here, raise
-    :class:`MiniLVISMismatchError` instead of being overwritten.
+    killed build is simply redone. Other settings, or files not written here (the real LVIS or
+    COCO?), raise :class:`~vild_d2.artifacts.SettingsMismatchError` instead of being overwritten.
     """
     root, s = Path(root), settings
-    wanted = json.loads(json.dumps(dataclasses.asdict(s)))
+    wanted = dataclasses.asdict(s)
     paths = {split: [root / f"coco/{split}2017/{i:012d}.jpg" for i in _image_ids(s, split)] for split in SPLITS}
     jsons = {split: root / f"lvis/lvis_v1_{split}.json" for split in SPLITS}
-    if _check_folder(root, wanted, list(jsons.values()), paths["train"] + paths["val"]):
+    # without the marker, files there are someone else's, unless a killed build of ours left them
+    others = [] if (root / BUILDING).is_file() else [*jsons.values(), *paths["train"], *paths["val"]]
+    if check_settings(root / MARKER, wanted, "a mini-LVIS world", others=others,
+                      fix=f"choose another output folder (or delete {root / 'lvis'} and {root / 'coco'} if they hold "
+                      "only an old mini-LVIS world)"):
         logger.info("mini-LVIS already built in %s, reusing it", root)
         return False
     for folder in (root / "lvis", *(p[0].parent for p in paths.values())):
         folder.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).unlink(missing_ok=True)
     write_json(root / BUILDING, wanted)
     by_group = {g: sorted(c["id"] for c in LVIS_CATEGORIES if c["frequency"] == g) for g in GROUP_WEIGHTS}
     next_ann_id = 1
@@ -232,7 +211,7 @@ def build_mini_lvis(root, settings: MiniLVISSettings = MiniLVISSettings()) -> bo
         write_json(jsons[split], data)
         next_ann_id += len(data["annotations"])
         logger.info("wrote %s: %d images, %d annotations", jsons[split], len(data["images"]), len(data["annotations"]))
-    write_json(root / MARKER, wanted, indent=1)
+    write_settings(root / MARKER, wanted)
     (root / BUILDING).unlink()
     logger.info("mini-LVIS written to %s (%d train, %d val images)", root, s.num_train, s.num_val)
     return True

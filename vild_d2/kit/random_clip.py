@@ -6,7 +6,6 @@ training) runs on CPU with every tensor at its real size. The weights are random
 (``torch.manual_seed(seed)`` then CLIP's own initialisation): this is NOT a real CLIP, and
 nothing it names or scores means anything.
 """
-import json
 import logging
 from pathlib import Path
 from typing import Dict
@@ -15,7 +14,15 @@ import clip
 import torch
 from clip.model import CLIP
 
-from vild_d2.artifacts import atomic_path, file_sha256, write_json
+from vild_d2.artifacts import (
+    CorruptArtifactError,
+    atomic_path,
+    check_settings,
+    is_sealed,
+    seal,
+    verify_file,
+    write_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,40 +57,39 @@ def save_random_clip(path, arch: str = "ViT-B/32", seed: int = 0) -> Path:
     """Save a random-weight CLIP of architecture ``arch`` (a key of ``CLIP_ARCHS``) to ``path``.
 
     The state_dict is stored in float16 (``clip.load`` converts to fp16 and back anyway) under a
-    temporary name, checked with ``clip.load`` and renamed; the sidecar ``path.with_suffix(".json")``
-    records {"arch", "seed", "sha256"}. An existing file matching its sidecar is kept. The same
-    arch and seed give byte-identical files (under one torch version), wherever they are written.
+    temporary name, checked with ``clip.load``, renamed and sealed (``<name>.sha256``). Its settings
+    record ``path.with_suffix(".json")`` holds {"arch", "seed"}. An existing file of these settings
+    that matches its seal is kept; one of other settings, or one without a record (a real CLIP?), is
+    refused with :class:`~vild_d2.artifacts.SettingsMismatchError`. The same arch and seed give
+    byte-identical files (under one torch version), wherever they are written.
     """
     if arch not in CLIP_ARCHS:
         raise ValueError(f"unknown CLIP architecture {arch!r}; choose one of {sorted(CLIP_ARCHS)}")
     path = Path(path)
-    sidecar = path.with_suffix(".json")
-    if sidecar == path:
+    record = path.with_suffix(".json")
+    if record == path:
         raise ValueError(f"{path}: name the checkpoint with a suffix other than .json (e.g. .pt)")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else None
-    if path.exists():
-        if meta is None:
-            raise FileExistsError(f"{path} exists without a {sidecar.name} sidecar, so save_random_clip did not "
-                                  "write it (a real CLIP?); refusing to overwrite it: choose another path")
-        if (meta.get("arch"), meta.get("seed")) != (arch, seed):
-            raise FileExistsError(f"{path} holds a random CLIP with arch={meta.get('arch')!r}, "
-                                  f"seed={meta.get('seed')}, not arch={arch!r}, seed={seed}: delete it and "
-                                  f"{sidecar.name}, or choose another path")
-        if file_sha256(path) == meta.get("sha256"):
+    settings = {"arch": arch, "seed": seed}
+    fix = f"delete {path} and {record.name}, or choose another path"
+    if check_settings(record, settings, "a random CLIP", fix, others=[path]) and path.is_file() and is_sealed(path):
+        try:
+            verify_file(path, "random CLIP")
             logger.info("random %s CLIP already in %s, keeping it", arch, path)
             return path
-        logger.warning("%s does not match the sha256 in %s; writing it again", path, sidecar.name)
+        except CorruptArtifactError as e:
+            logger.warning("%s; writing it again", e)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # CLIP's constructor runs its own initialize_parameters
     model = CLIP(**CLIP_ARCHS[arch])
     num_params = sum(p.numel() for p in model.parameters())
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     del model
+    write_settings(record, settings)  # before the file: a file without a record is never one of ours
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: the archive's inner folder is not named after tmp
             torch.save(state, f)
         del state
         _check_loads(tmp, arch, num_params)
-        write_json(sidecar, {"arch": arch, "seed": seed, "sha256": file_sha256(tmp)})  # first: a file without one is never ours
+    seal(path)
     logger.info("wrote a random %s CLIP (%d parameters, seed %d) to %s", arch, num_params, seed, path)
     return path

@@ -5,7 +5,8 @@ This builder reads the same keys (``MODEL.RESNETS.DEPTH``, ``NORM``, ``STEM_OUT_
 ``RES2_OUT_CHANNELS``, ``OUT_FEATURES``, ``MODEL.BACKBONE.FREEZE_AT``, ``MODEL.FPN.*``) and
 allows any width: stage k has ``RES2_OUT_CHANNELS * 2**k`` channels. At width 64 it builds the
 same network as Detectron2's builder. The toy world's demo uses width 32 (with FPN 64 channels),
-which halves a ViLD training step on 2 CPU cores (benchmarks/README.md).
+so that it trains on as many images as the full-width table within its time budget on 2 CPU cores
+(figures: benchmarks/README.md).
 """
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY

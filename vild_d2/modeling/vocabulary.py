@@ -64,9 +64,9 @@ def resolve_vocabularies(cfg) -> Dict:
     train_emb, _ = _load(cfg, "TEXT_EMBEDDINGS", cfg.DATASETS.TRAIN)
     if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(train_emb):
         raise ValueError(
-            f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but MODEL.VILD.TEXT_EMBEDDINGS "
-            f"({cfg.MODEL.VILD.TEXT_EMBEDDINGS}) has {len(train_emb)} classes; set NUM_CLASSES to the "
-            "training vocabulary size")
+            f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but the training vocabulary "
+            f"({cfg.MODEL.VILD.TEXT_EMBEDDINGS or 'the classes of ' + str(cfg.DATASETS.TRAIN[0])}) has "
+            f"{len(train_emb)} classes; set NUM_CLASSES to {len(train_emb)}")
     if cfg.DATASETS.TEST or cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS:
         test_emb, test_names = _load(cfg, "TEST_TEXT_EMBEDDINGS", cfg.DATASETS.TEST)
     else:  # no test set: infer with the training vocabulary

@@ -11,7 +11,6 @@ Shapes: M proposals, S scales, D embedding dim.
 """
 import contextlib
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -24,19 +23,17 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..artifacts import read_json, write_json
+from ..artifacts import check_settings, read_seals, write_settings
 from ..clip_model import clip_identity
 from ..crops import CROP_COMBINATION, embed_regions
 from ..data.images import image_errors_named
 from ..locking import exclusive
 from .proposals import select_proposals
-from .storage import CacheMismatchError, shard_name, shard_problems, stamp_matches, write_manifest, write_shard
+from .storage import FORMAT_VERSION, shard_name, shard_problems, stamp_matches, write_manifest, write_shard
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RegionCacheSettings", "build_region_cache"]
-
-FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +117,7 @@ def _build(out: Path, records, proposal_source, clip_model, clip_spec, settings,
     if rank == 0:
         shards = []
         for k in range(num_shards):
-            sums = json.loads((out / shard_name(k) / "checksums.json").read_text())
-            shards.append({"name": shard_name(k), "checksums": sums})
+            shards.append({"name": shard_name(k), "seals": read_seals(out / shard_name(k))})
         write_manifest(out, dict(fields, shards=shards))
     comm.synchronize()
     return out
@@ -139,13 +135,10 @@ def _needs_build(out: Path, k: int, dim: int, trusted: bool) -> bool:
 
 
 def _claim(out: Path, fields: Dict) -> None:
-    """Record the build's settings; a folder holding a cache of other settings is never mixed."""
+    """Record the build's settings; a folder holding a cache of other settings (or of another format
+    version) is never mixed. Every rank checks, so all stop together."""
     path = out / "build.json"
     if comm.get_rank() == 0 and not path.is_file():
-        write_json(path, fields, sort_keys=True)
+        write_settings(path, fields)
     comm.synchronize()
-    have = read_json(path, "region cache build record")
-    if have != fields:
-        diff = {k: (have.get(k), v) for k, v in fields.items() if have.get(k) != v}
-        raise CacheMismatchError(f"{out} holds a region cache built with other settings (found, wanted): "
-                                 f"{diff}; use another output folder or delete it")
+    check_settings(path, fields, "a region cache", f"use another output folder, or delete {out} to rebuild it")

@@ -1,25 +1,27 @@
-"""On-disk format of the CLIP region-embedding cache: sharded, memory-mapped, checksummed.
+"""On-disk format of the CLIP region-embedding cache: sharded, memory-mapped, sealed.
 
-Layout of a cache folder::
+Layout of a cache folder (format :data:`FORMAT_VERSION`)::
 
-    manifest.json                 CLIP identity, M, scales, D, dataset, image count, shards + checksums
+    build.json                    the build's settings (vild_d2.artifacts.check_settings)
+    manifest.json                 CLIP identity, M, scales, D, dataset, image count, shards + their seals
     verified.json                 stamp of the last complete verification (sizes and mtimes of its files)
     shard_00000/                  one folder per shard, renamed into place when complete
         index.npy                 S x 3 int64: image_id, offset, count
         boxes.npy                 P x 4 float32, XYXY_ABS in original image coordinates
         embeds.npy                P x D float16, L2-normalised CLIP embeddings
         scores.npy                P float32 objectness
-        checksums.json            sha256 of the four arrays
+        seals.json                seal records {"sha256", "size"} of the four arrays
 
 Shapes: S images in a shard, P regions in a shard (sum of per-image counts <= M), D dim.
-Every write goes to a temporary name and is renamed, so a reader never sees half a shard.
+Every write goes to a temporary name and is renamed, so a reader never sees half a shard. Seals
+are checked by :mod:`vild_d2.artifacts` (:func:`~vild_d2.artifacts.folder_problems`), as every
+sealed file of the project.
 
 :func:`verify_region_cache` checks a whole cache once (every shard's files, checksums and shapes,
 shared out among the ranks of a distributed job) and stamps it; readers opened with
 ``verify=False`` then trust the files without hashing them again.
 """
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -30,23 +32,29 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.utils import comm
 
-from ..artifacts import CorruptArtifactError, file_sha256, read_json, write_json
+from ..artifacts import (
+    CorruptArtifactError,
+    SettingsMismatchError,
+    folder_problems,
+    read_json,
+    seal_folder,
+    seal_problem,
+    write_json,
+)
 
 ARRAYS = ("index", "boxes", "embeds", "scores")
 STAMP = "verified.json"
+# Bumped when the files' layout changes; a cache of another format is refused (rebuild it).
+FORMAT_VERSION = 2
 
-__all__ = ["shard_name", "write_shard", "RegionCache", "CorruptCacheError", "CacheMismatchError",
-           "write_manifest", "read_manifest", "shard_problems", "stamp_matches", "verify_region_cache"]
+__all__ = ["FORMAT_VERSION", "shard_name", "write_shard", "RegionCache", "CorruptCacheError", "write_manifest",
+           "read_manifest", "shard_problems", "stamp_matches", "verify_region_cache"]
 
 logger = logging.getLogger(__name__)
 
 
-class CorruptCacheError(RuntimeError):
-    """A shard's bytes do not match its checksum, or a shard is missing."""
-
-
-class CacheMismatchError(ValueError):
-    """The cache was built with other settings than the ones asked for."""
+class CorruptCacheError(CorruptArtifactError):
+    """A shard's file fails its seal, or a shard is missing or inconsistent."""
 
 
 def shard_name(k: int) -> str:
@@ -61,9 +69,9 @@ def repair_hint(folders: Sequence[Path]) -> str:
 
 
 def write_shard(root, k: int, image_ids: Sequence[int], boxes: List[np.ndarray], embeds: List[np.ndarray],
-                scores: List[np.ndarray]) -> Dict[str, str]:
+                scores: List[np.ndarray]) -> Dict[str, dict]:
     """Write shard ``k`` atomically (temporary folder + rename; a damaged folder there is moved
-    aside only once the new one is complete); return its checksums."""
+    aside only once the new one is complete); return its seal records ({file name: record})."""
     root = Path(root)
     counts = np.array([len(b) for b in boxes], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -71,17 +79,16 @@ def write_shard(root, k: int, image_ids: Sequence[int], boxes: List[np.ndarray],
     arrays = {
         "index": np.stack([np.asarray(image_ids, dtype=np.int64), offsets, counts], axis=1).reshape(-1, 3),
         "boxes": np.concatenate(boxes).astype(np.float32).reshape(-1, 4) if boxes else np.zeros((0, 4), np.float32),
-        "embeds": np.concatenate(embeds).astype(np.float16).reshape(-1, dim) if embeds else np.zeros((0, 0), np.float16),
+        "embeds": (np.concatenate(embeds).astype(np.float16).reshape(-1, dim) if embeds
+                   else np.zeros((0, 0), np.float16)),
         "scores": np.concatenate(scores).astype(np.float32).reshape(-1) if scores else np.zeros(0, np.float32),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{shard_name(k)}.tmp-", dir=root))
     old = root / f".{shard_name(k)}.old-{os.getpid()}"
     try:
-        sums = {}
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr)
-            sums[name] = file_sha256(tmp / f"{name}.npy")
-        (tmp / "checksums.json").write_text(json.dumps(sums, sort_keys=True))
+        seals = seal_folder(tmp, [f"{name}.npy" for name in ARRAYS])
         os.chmod(tmp, 0o755)
         if (root / shard_name(k)).exists():  # a damaged shard being replaced
             os.replace(root / shard_name(k), old)
@@ -90,26 +97,33 @@ def write_shard(root, k: int, image_ids: Sequence[int], boxes: List[np.ndarray],
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
-    return sums
+    return seals
 
 
 def write_manifest(root, manifest: Dict) -> None:
-    write_json(Path(root) / "manifest.json", manifest, sort_keys=True)
+    """Write the manifest (its ``shards``: [{"name", "seals"}]), stamped with this :data:`FORMAT_VERSION`."""
+    write_json(Path(root) / "manifest.json", dict(manifest, version=FORMAT_VERSION), sort_keys=True)
 
 
 def read_manifest(root, expected: Optional[Dict] = None) -> Dict:
-    """The manifest of the cache in ``root``; ``expected`` keys (``clip``, ``dim``, ``num_proposals``,
-    ``scales``, ``dataset``) must match it, else :class:`CacheMismatchError` names both values."""
+    """The manifest of the cache in ``root``; its format must be this :data:`FORMAT_VERSION`, and
+    ``expected`` keys (``clip``, ``dim``, ``num_proposals``, ``scales``, ``dataset``; None: any)
+    must match it, else :class:`~vild_d2.artifacts.SettingsMismatchError` names both values."""
     root = Path(root)
     if not (root / "manifest.json").is_file():
         raise FileNotFoundError(f"no region cache at {root} (manifest.json missing): build it with "
                                 "tools/build_region_cache.py, or finish an interrupted build by rerunning it")
     manifest = read_json(root / "manifest.json", "region cache manifest")
-    for key, want in (expected or {}).items():
-        have = manifest.get(key)
-        if want is not None and have != want:
-            raise CacheMismatchError(f"region cache {root} has {key}={have!r} but {want!r} is expected: "
-                                     "rebuild the cache or point MODEL.VILD.REGION_CACHE_DIR to a matching one")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise SettingsMismatchError.between(
+            root, "a region cache", {"version": manifest.get("version")}, {"version": FORMAT_VERSION},
+            f"this vild_d2 reads region caches of format {FORMAT_VERSION} only: delete {root} and rebuild it "
+            "(tools/build_region_cache.py, or tools/run_recipe.py)")
+    wanted = {k: v for k, v in (expected or {}).items() if v is not None}
+    found = {k: manifest.get(k) for k in wanted}
+    if found != wanted:
+        raise SettingsMismatchError.between(root, "a region cache", found, wanted, "rebuild the cache with these "
+                                            "settings, or point MODEL.VILD.REGION_CACHE_DIR to a matching one")
     return manifest
 
 
@@ -137,28 +151,16 @@ def _shape_problems(folder: Path, dim: Optional[int]) -> List[str]:
     return out
 
 
-def shard_problems(folder, checksums: Optional[Dict[str, str]] = None, dim: Optional[int] = None) -> List[str]:
-    """What is wrong with one shard folder, [] when it is whole: the folder or an array missing, a
-    checksum that differs (``checksums``: the manifest's; by default the shard's own checksums.json),
-    or shapes that disagree (index rows, offsets + counts within P, D equal to ``dim``, boxes P x 4)."""
+def shard_problems(folder, seals: Optional[Dict[str, dict]] = None, dim: Optional[int] = None) -> List[str]:
+    """What is wrong with one shard folder, [] when it is whole: the folder or an array missing, an
+    array that fails its seal (``seals``: the manifest's records; by default the shard's own
+    seals.json), or shapes that disagree (index rows, offsets + counts within P, D equal to ``dim``,
+    boxes P x 4). Never raises: the ranks of a job gather every rank's problems."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return ["folder missing"]
-    if checksums is None:
-        try:
-            checksums = read_json(folder / "checksums.json", "shard checksums")
-        except (OSError, CorruptArtifactError) as e:
-            return [f"checksums.json unreadable ({e})"]
-    problems = []
-    for name in ARRAYS:
-        path = folder / f"{name}.npy"
-        try:  # never raises: the ranks of a job gather every rank's problems
-            if file_sha256(path) != checksums.get(name):
-                problems.append(f"{name}.npy fails its checksum ({path.stat().st_size} bytes: truncated or altered)")
-        except FileNotFoundError:
-            problems.append(f"{name}.npy missing")
-        except OSError as e:
-            problems.append(f"{name}.npy unreadable ({e})")
+    names = {f"{name}.npy" for name in ARRAYS}
+    if seals is not None and set(seals) != names:
+        return [f"the manifest seals {sorted(seals)}, not the arrays {sorted(names)}"]
+    problems = folder_problems(folder, seals)
     return problems or _shape_problems(folder, dim)
 
 
@@ -219,7 +221,7 @@ def verify_region_cache(root, rank: Optional[int] = None, world_size: Optional[i
         mine = list(range(rank, num, world))
         files = _files(root, mine)  # before hashing: a file changed meanwhile invalidates the stamp
         problems = [(k, p) for k in mine for p in shard_problems(root / shard_name(k), manifest["shards"][k]
-                                                                 .get("checksums", {}), manifest.get("dim"))]
+                                                                 .get("seals", {}), manifest.get("dim"))]
         gathered = gather((mine, problems, files))
         problems = sorted(p for _, ps, _ in gathered for p in ps)
         if problems:
@@ -242,8 +244,9 @@ def verify_region_cache(root, rank: Optional[int] = None, world_size: Optional[i
 
 class RegionCache:
     """Read-only view of a region cache; arrays are memory-mapped. With ``verify`` each shard's
-    arrays are checksummed on first use (per process); without, the files are trusted, as after
-    :func:`verify_region_cache`. A missing or unreadable file raises :class:`CorruptCacheError`.
+    arrays are checked against their seals on first use (per process); without, the files are
+    trusted, as after :func:`verify_region_cache`. A missing or unreadable file raises
+    :class:`CorruptCacheError`.
 
     ``expected``: see :func:`read_manifest`.
     """
@@ -264,17 +267,20 @@ class RegionCache:
     def _load(self, k: int, name: str, mmap_mode: Optional[str] = None) -> np.ndarray:
         folder = self.root / shard_name(k)
         path = folder / f"{name}.npy"
-        if not path.is_file():
-            raise CorruptCacheError(f"{path} is missing: {repair_hint([folder])}")
-        if self.verify and file_sha256(path) != self.manifest["shards"][k]["checksums"][name]:
-            raise CorruptCacheError(f"{path} fails its checksum: {repair_hint([folder])}")
+        if self.verify:
+            problem = seal_problem(path, self.manifest["shards"][k]["seals"].get(path.name))
+        else:
+            problem = None if path.is_file() else "is missing"
+        if problem:
+            raise CorruptCacheError(f"{path} {problem}: {repair_hint([folder])}")
         try:
             return np.load(path, mmap_mode=mmap_mode)
         except (OSError, ValueError) as e:
             raise CorruptCacheError(f"{path} cannot be read ({e}): {repair_hint([folder])}") from e
 
     def _shard(self, k: int) -> Dict[str, np.ndarray]:
-        """Memory-mapped arrays of shard ``k``, checksummed on first use (per process) with ``verify``."""
+        """Memory-mapped arrays of shard ``k``, checked against their seals on first use (per process)
+        with ``verify``."""
         if k not in self._shards:
             self._shards[k] = {name: self._load(k, name, "r") for name in ("boxes", "embeds", "scores")}
         return self._shards[k]

@@ -23,7 +23,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from vild_d2.artifacts import read_json, write_json
+from vild_d2.artifacts import SETTINGS, check_settings, read_json, write_json, write_settings
 from vild_d2.locking import exclusive
 
 from .scenes import render_scene, toy_categories
@@ -48,10 +48,6 @@ class ToyWorldSettings:
     max_size: int = 160
     max_objects: int = 4
     version: int = TOY_VERSION
-
-
-class ToyWorldMismatchError(RuntimeError):
-    pass
 
 
 def _render_one(args):
@@ -116,7 +112,7 @@ def _lvis_json(split, records, categories, keep_rare: bool, counts: Dict[int, Li
 
 
 def read_settings(root) -> dict:
-    path = Path(root) / "settings.json"
+    path = Path(root) / SETTINGS
     return read_json(path, "toy world settings") if path.is_file() else {}
 
 
@@ -124,9 +120,9 @@ def build_toy_world(root, settings: ToyWorldSettings = ToyWorldSettings(), worke
     """Generate the toy world into ``root``; return False when it was already there.
 
     The world is built in a temporary sibling folder and renamed into place, so a killed
-    run leaves nothing half-written. A ``root`` holding a world made with other settings
-    raises :class:`ToyWorldMismatchError` instead of being overwritten. One job builds a root at a
-    time; a second one waits and then finds the world built.
+    run leaves nothing half-written. A ``root`` holding a world made with other settings, or other
+    files, raises :class:`~vild_d2.artifacts.SettingsMismatchError` instead of being overwritten.
+    One job builds a root at a time; a second one waits and then finds the world built.
     """
     root = Path(root)
     with exclusive(root.parent, "toy world build", name=f".{root.name}.lock", wait=True):
@@ -135,16 +131,9 @@ def build_toy_world(root, settings: ToyWorldSettings = ToyWorldSettings(), worke
 
 def _build(root: Path, settings: ToyWorldSettings, workers: int) -> bool:
     wanted = dataclasses.asdict(settings)
-    existing = read_settings(root)
-    if existing == wanted:
+    if check_settings(root, wanted, "a toy world", others=sorted(root.iterdir()) if root.is_dir() else ()):
         logger.info("toy world already built in %s, reusing it", root)
         return False
-    if existing or (root.exists() and any(root.iterdir())):
-        diff = {k: (existing.get(k), v) for k, v in wanted.items() if existing.get(k) != v}
-        raise ToyWorldMismatchError(
-            f"{root} already holds other data (settings differing as (found, wanted): {diff}); "
-            "choose another output folder or delete that one"
-        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
@@ -163,7 +152,7 @@ def _build(root: Path, settings: ToyWorldSettings, workers: int) -> bool:
                                           ("val", val, True)):
             data = _lvis_json(split.split("_")[0], records, categories, keep_rare, counts)
             write_json(tmp / SPLIT_FILES[split], data, indent=None)
-        write_json(tmp / "settings.json", wanted)  # last: marks the world complete
+        write_settings(tmp, wanted)  # last: marks the world complete
         if root.exists():
             root.rmdir()  # empty, checked above
         os.chmod(tmp, 0o755)  # mkdtemp makes it private

@@ -10,7 +10,8 @@ from typing import List
 
 from detectron2.config import CfgNode as CN
 
-from vild_d2.data.lvis_ov import datasets_root, register_from_config
+from vild_d2.config import datasets_root
+from vild_d2.data.lvis_ov import register_from_config
 
 from .dataset import SPLIT_FILES, TOY_PREFIX
 

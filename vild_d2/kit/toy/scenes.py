@@ -18,9 +18,9 @@ COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart")
 # One opaque word per colour-shape category (in COLOURS order), as LVIS names are words, not
-# attribute lists: with names like "red star" the text embeddings of novel combinations are
-# spelled out of base words, and text alone transfers (the first toy world showed ViLD-text
-# as good as the supervised upper bound on novel classes). No word is a colour or shape word.
+# attribute lists: with names like "red star" the text embedding of a novel combination would be
+# spelled out of base words, and text alone would name novel classes, leaving distillation nothing
+# to show (benchmarks/README.md). No word is a colour or shape word.
 WORDS = {
     "circle": ("cherry", "pea", "marble", "lemon"),
     "square": ("brick", "lawn", "denim", "cheese"),
@@ -45,11 +45,10 @@ class ToyCategory:
 
 # The rare (novel) categories: every star and every cross, in all four colours. They are shapes
 # no base label covers, as most LVIS rare classes are concepts of their own, and no colour names
-# them: only the teacher, which saw every category, knows what a star or a cross looks like.
-# (In toy_v2 every rare class was a base colour with a base shape, and ViLD-text named a third
-# of the novel objects right through the text space alone; in the toy_v3 probe each novel class
-# was the only novel one of its colour, and ViLD-text named two thirds by elimination:
-# benchmarks/README.md.)
+# them: only the teacher, which saw every category, knows what a star or a cross looks like. A
+# novel class that were a base colour with a base shape, or the only novel class of its colour,
+# could be named through the text space alone, by recombination or by elimination
+# (benchmarks/README.md).
 NOVEL_SHAPES = ("star", "cross")
 
 

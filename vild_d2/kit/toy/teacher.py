@@ -2,13 +2,14 @@
 
 It stands for web-scale pretraining, so it sees every category, rare ones included, and
 background: CLIP was trained on whole images, so a crop of wall or floor embeds near words for
-those, not near an object class. A teacher trained on object crops alone maps every background
-crop to one point (measured: 93 % of them nearest one class, at cosine 0.68), and ViLD-image then
-distils that class into every background proposal. Crops are jittered like detector proposals
-(partial, tight, with context); background crops are random boxes away from every object.
-The logit scale is fixed at trained CLIP's 100 (learned, it stayed near its start, 14): crops
-then sit at cosine ~0.6 to their own text and ~0.5 to the others, CLIP's narrow cone, and the
-background point is about equally far from every class. The checkpoint is a plain
+those, not near an object class. A teacher trained on object crops alone maps background crops
+close to one of its classes, and ViLD-image then distils that class into every background
+proposal. Crops are jittered like detector proposals (partial, tight, with context); background
+crops are random boxes away from every object.
+The logit scale is fixed at trained CLIP's 100, so that the teacher's embeddings take CLIP's
+geometry, the one ViLD distils: a narrow cone where a crop is only a little closer to its own text
+than to the others, and the background point about equally far from every class. Learned, the
+scale barely leaves its initial value in so short a training. The checkpoint is a plain
 state_dict that the unmodified ``clip.load(path, jit=False)`` loads, the same path users take
 with OpenAI's checkpoints. Shapes: B crops in a batch, K categories, T templates, L tokens.
 """
@@ -221,9 +222,8 @@ def crop_geometry(model: CLIP, world_root, split: str = "val", scales=(1.0, 1.5)
     """How far apart the teacher puts the object crops of a split, embedded as the region cache
     embeds them (``scales`` combined): mean cosine of each crop to its class mean
     (``within_class``), and mean cosine between class means of the same colour, of the same shape
-    and of neither. (Measured: fixing the logit scale at 40 instead of 100 spreads the classes,
-    same colour 0.69 instead of 0.87, without helping ViLD learn the novel shapes sooner;
-    benchmarks/README.md.)"""
+    and of neither. A lower fixed logit scale spreads the classes farther apart, but does not help
+    ViLD learn the novel shapes sooner: the default stays at CLIP's 100."""
     images, data = load_split_tensors(world_root, split)
     rois = annotation_rois(data).view(-1, 6)  # A x 6
     if not len(rois):
