@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 __all__ = ["atomic_path", "write_json", "write_text", "read_json", "json_errors_named", "file_sha256",
            "cached_file_sha256", "cache_key", "seal_record", "seal_problem", "seal", "verify_file", "is_sealed",
            "SEALS", "seal_folder", "read_seals", "folder_problems", "verify_folder", "SETTINGS", "check_settings",
-           "write_settings",
+           "write_settings", "point_link",
            "restricted_unpickle", "CorruptArtifactError", "SettingsMismatchError", "UnsafePickleError"]
 
 PathLike = Union[str, os.PathLike]
@@ -59,6 +59,15 @@ class SettingsMismatchError(ValueError):
 
 class UnsafePickleError(pickle.UnpicklingError):
     """A pickle asks to build something other than plain data (arrays, numbers, strings, containers)."""
+
+
+def point_link(link: PathLike, target: PathLike) -> None:
+    """Make ``link`` a relative symlink to ``target`` (a sibling), replacing an older one atomically."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from .artifacts import CorruptArtifactError, cache_key, is_sealed, verify_file, write_json, write_text
+from .artifacts import CorruptArtifactError, cache_key, is_sealed, point_link, verify_file, write_json, write_text
 from .clip_model import load_clip
 from .config import TRAINER_KEYS, check_same_backbone, settings_read
 from .engine import ViLDTrainer, launch, load_config
@@ -205,10 +205,11 @@ class Recipe:
 
     def run(self) -> Dict[str, Tuple[float, str]]:
         """Run the stages not yet done (every process of the job); stage timings (rank 0 writes
-        them to ``<out>/timings.json``)."""
+        them to ``<out>/timings.json`` and points ``<out>/latest`` at this run's ViLD folder)."""
         timings = run_stages(self.stages())
         if comm.is_main_process():
             write_json(self.out / "timings.json", timings)
+            point_link(self.out / "latest", self.vild_dir)
         return timings
 
     def build_classifiers(self) -> None:
