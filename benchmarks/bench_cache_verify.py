@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Cost of verifying a region cache, per GB, on a synthetic cache of LVIS-like shards
 (256 images x M=300 regions x D=512 float16 per shard: ~80 MB each, ~400 for LVIS):
 
@@ -11,16 +10,16 @@
 The files were just written, so they are read from the page cache: the figures are the hashing
 (CPU) cost; on a cold disk, reading at the disk's rate comes on top.
 
-    python benchmarks/bench_cache_verify.py [--gb 1.0] [--out DIR]
+    python -m benchmarks.bench_cache_verify [--gb 1.0] [--out DIR]
 """
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import timed
 from vild_d2.region_cache import RegionCache, verify_region_cache
 from vild_d2.region_cache.storage import STAMP, shard_name, write_manifest, write_shard
 
@@ -37,15 +36,9 @@ def synthetic_cache(root: Path, gb: float, images: int, regions: int, dim: int) 
         ids = list(range(image_id, image_id + images))
         image_id += images
         sums = write_shard(root, k, ids, [box] * images, [emb] * images, [score] * images)
-        shards.append({"name": shard_name(k), "checksums": sums})
+        shards.append({"name": shard_name(k), "seals": sums})
     write_manifest(root, {"dim": dim, "num_proposals": regions, "shards": shards})
     return sum(p.stat().st_size for p in root.rglob("*.npy")) / 1e9
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main():

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Inference cost of CLIP on cropped regions (MODEL.VILD.TEST_SCORES "clip" / "text+clip" on the
-ViLD-text model) against ViLD-ensemble, on trained models of benchmarks/toy_paper_table.py.
+ViLD-text model) against ViLD-ensemble, on trained models of ``python -m benchmarks.toy_paper_table``.
 
-    python benchmarks/bench_crop_scoring.py [--runs output/toy_table/seed0] [--images 50] [--rounds 5]
+    python -m benchmarks.bench_crop_scoring [--runs output/toy_table/seed0] [--images 50] [--rounds 5]
 
 Every variant runs the same validation images one at a time (batch 1, as `demo.py` does);
 variants are interleaved round by round in one process. Reported per variant: the min and
@@ -12,14 +11,13 @@ time inside the CLIP crop embedder alone, and the mean number of detections per 
 import argparse
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.utils.logger import setup_logger
 
-from vild_d2.artifacts import write_json
+from benchmarks.harness import RESULTS_DIR, Timers, interleave, table, write_results
 from vild_d2.engine import ViLDTrainer, load_config, load_trained_weights
 
 logger = logging.getLogger("vild_d2.bench_crop_scoring")
@@ -37,7 +35,7 @@ def find_runs(folder: Path) -> dict:
             runs[v.MODE] = cfg_file
     missing = {"text", "ensemble"} - runs.keys()
     if missing:
-        raise SystemExit(f"{folder} holds no finished {sorted(missing)} run: run benchmarks/toy_paper_table.py "
+        raise SystemExit(f"{folder} holds no finished {sorted(missing)} run: run python -m benchmarks.toy_paper_table "
                          f"--rows text ensemble --output {folder} first")
     return runs
 
@@ -54,7 +52,7 @@ def main():
     p.add_argument("--runs", default="output/toy_table/seed0", help="a seed folder of toy_paper_table.py")
     p.add_argument("--images", type=int, default=50)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--output", default=str(Path(__file__).resolve().parent / "results/crop_scoring_cost.json"))
+    p.add_argument("--output", default=str(RESULTS_DIR / "crop_scoring_cost.json"))
     args = p.parse_args()
     setup_logger(name="vild_d2")
     runs = find_runs(Path(args.runs))
@@ -64,39 +62,29 @@ def main():
     cfg = variants["ViLD-text"][0]
     mapper = DatasetMapper(cfg, is_train=False)
     inputs = [mapper(r) for r in DatasetCatalog.get(cfg.DATASETS.TEST[0])[: args.images]]
-    crop_time = dict.fromkeys(variants, 0.0)
+    crops = Timers()  # time inside the CLIP crop embedder, by variant
     for name, (_, model) in variants.items():
         if model.roi_heads.crop_embedder is not None:
-            model.roi_heads.crop_embedder.register_forward_pre_hook(lambda m, inp: setattr(m, "t0", time.perf_counter()))
-            model.roi_heads.crop_embedder.register_forward_hook(
-                lambda m, inp, out, name=name: crop_time.__setitem__(name, crop_time[name] + time.perf_counter() - m.t0))
-    times = {name: [] for name in variants}
+            crops.hook(model.roi_heads.crop_embedder, name)
     detections = {}
     with torch.no_grad():
         for name, (_, model) in variants.items():  # warm-up, and the detections each keeps
             detections[name] = statistics.fmean(len(model([x])[0]["instances"]) for x in inputs[:5])
-        crop_time = dict.fromkeys(crop_time, 0.0)
-        for r in range(args.rounds):
-            names = list(variants)
-            for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each round
-                model = variants[name][1]
-                start = time.perf_counter()
-                for x in inputs:
-                    model([x])
-                times[name].append((time.perf_counter() - start) / len(inputs))
-    base = statistics.median(times["ViLD-ensemble"])
-    rows = {name: {"min_ms": 1000 * min(t), "median_ms": 1000 * statistics.median(t),
-                   "ratio_to_ensemble": statistics.median(t) / base,
-                   "crop_embedder_ms": 1000 * crop_time[name] / (args.rounds * len(inputs)),
+        crops.reset()
+        runners = {name: lambda model=model: [model([x]) for x in inputs] for name, (_, model) in variants.items()}
+        times = interleave(runners, args.rounds, order="rotate").stats("ViLD-ensemble", scale=1 / len(inputs))
+    rows = {name: {"min_ms": 1000 * t["min_s"], "median_ms": 1000 * t["median_s"],
+                   "ratio_to_ensemble": t["ratio_median"],
+                   "crop_embedder_ms": 1000 * crops.spent.get(name, 0.0) / (args.rounds * len(inputs)),
                    "detections_per_image": detections[name]} for name, t in times.items()}
-    lines = ["| variant | min ms / image | median ms / image | median / ViLD-ensemble | CLIP crops ms / image "
-             "| detections / image |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {n} | {r['min_ms']:.1f} | {r['median_ms']:.1f} | {r['ratio_to_ensemble']:.2f}x | "
-              f"{r['crop_embedder_ms']:.1f} | {r['detections_per_image']:.1f} |" for n, r in rows.items()]
+    text = table(["variant", "min ms / image", "median ms / image", "median / ViLD-ensemble", "CLIP crops ms / image",
+                  "detections / image"],
+                 [[n, f"{r['min_ms']:.1f}", f"{r['median_ms']:.1f}", f"{r['ratio_to_ensemble']:.2f}x",
+                   f"{r['crop_embedder_ms']:.1f}", f"{r['detections_per_image']:.1f}"] for n, r in rows.items()])
     logger.info("inference cost, %d images x %d rounds, %d threads:\n%s", len(inputs), args.rounds,
-                torch.get_num_threads(), "\n".join(lines))
-    write_json(args.output, {"runs": {k: str(v) for k, v in runs.items()}, "images": len(inputs),
-                             "rounds": args.rounds, "threads": torch.get_num_threads(), "variants": rows})
+                torch.get_num_threads(), text)
+    write_results(args.output, {"runs": {k: str(v) for k, v in runs.items()}, "images": len(inputs),
+                                "rounds": args.rounds, "threads": torch.get_num_threads(), "variants": rows})
 
 
 if __name__ == "__main__":

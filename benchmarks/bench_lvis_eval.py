@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Speed of LVIS evaluation: Detectron2's LVISEvaluator (the pure-Python lvis API) against
 vild_d2's LVISFastEvaluator (faster-coco-eval, LVIS mode), box and mask AP.
 
-    .venv/bin/python benchmarks/bench_lvis_eval.py [--images 200] [--repeats 5] [--no-memory]
+    python -m benchmarks.bench_lvis_eval [--images 200] [--repeats 5] [--no-memory]
 
 A synthetic LVIS v1 val stand-in (vild_d2.kit.lvis_synthetic): the 1,203 LVIS v1 categories
 with their real frequencies, 640x480 images with LVIS-like object counts (12.35 per image on LVIS
@@ -10,8 +9,8 @@ v1 val: 244,707 / 19,809; a sixth of the images crowded with 40), neg / not-exha
 300 noisy detections per image with RLE masks. Each timing is ``evaluator.evaluate()`` on the
 gathered predictions, one task per run (one process, no output folder): what rank 0 does after the
 gather, including faster-coco-eval's conversion of the ground truth; ``process`` (mask encoding,
-run by every rank during inference) is not timed. Runs are interleaved (the order alternates per
-repeat); reported per backend and task: min and median seconds (wall and process CPU), scaled per
+run by every rank during inference) is not timed. Runs are interleaved (every other repeat in
+reverse order); reported per backend and task: min and median seconds (wall and process CPU), scaled per
 1,000 images, and the projection for the 19,809 LVIS v1 val images. Unless --no-memory, each
 backend and task also runs once more in a fresh process on --memory-images images, which reports
 by how much ``evaluate()`` raised its peak memory (scaled linearly to LVIS v1 val in the table).
@@ -21,16 +20,15 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 
 from detectron2.data import MetadataCatalog
 
+from benchmarks.harness import REPO_ROOT, RESULTS_DIR, Stopwatch, interleave, stats, write_results
 from vild_d2.artifacts import write_json
 from vild_d2.evaluation import build_lvis_evaluator
 from vild_d2.kit.lvis_synthetic import (
@@ -40,7 +38,6 @@ from vild_d2.kit.lvis_synthetic import (
     synthetic_lvis_gt,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "lvis_eval_speed.json"
 LVIS_V1_VAL_IMAGES = 19809
 DATASET = "bench_lvis_eval_synthetic"
 BACKENDS = ("lvis", "faster-coco-eval")
@@ -58,7 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--memory-images", type=int, default=1000, help="synthetic val images of the peak-memory runs")
     p.add_argument("--memory-run", nargs=2, metavar=("BACKEND", "TASK"), help=argparse.SUPPRESS)  # child mode
-    p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--output", type=Path, default=RESULTS_DIR / "lvis_eval_speed.json")
     return p
 
 
@@ -83,20 +80,20 @@ def gathered(backend: str, task: str, predictions: list):
     return evaluator
 
 
-def time_once(backend: str, task: str, predictions: list) -> tuple:
-    """Seconds (wall, process CPU) of one ``evaluate()``, and its results."""
+def evaluate_timed(backend: str, task: str, predictions: list, numbers: dict) -> Stopwatch:
+    """The stopwatch of one ``evaluate()`` (the evaluator's set-up not timed); its results go to ``numbers``."""
     evaluator = gathered(backend, task, predictions)
-    wall, cpu = time.perf_counter(), time.process_time()
-    results = evaluator.evaluate()
-    return time.perf_counter() - wall, time.process_time() - cpu, results[task]
+    with Stopwatch() as sw:
+        numbers[backend, task] = evaluator.evaluate()[task]
+    return sw
 
 
 def peak_memory_increase(args, backend: str, task: str) -> float:
     """MB by which one ``evaluate()`` raises the peak RSS of a fresh process (--memory-images images)."""
-    cmd = [sys.executable, __file__, "--memory-run", backend, task, "--images", str(args.memory_images),
+    cmd = [sys.executable, "-m", __spec__.name, "--memory-run", backend, task, "--images", str(args.memory_images),
            "--detections", str(args.detections), "--negatives", str(args.negatives),
            "--related-share", str(args.related_share)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO_ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_increase_mb"]
 
 
@@ -119,8 +116,9 @@ def judged_share(gt: dict, predictions: list) -> float:
 
 
 def summarize(seconds: list, images: int) -> dict:
-    per_1000 = {k: v * 1000 / images for k, v in (("min", min(seconds)), ("median", statistics.median(seconds)))}
-    return {"seconds": seconds, "min_s": min(seconds), "median_s": statistics.median(seconds),
+    s = stats(seconds)
+    per_1000 = {k: s[f"{k}_s"] * 1000 / images for k in ("min", "median")}
+    return {"seconds": seconds, "min_s": s["min_s"], "median_s": s["median_s"],
             "per_1000_images_min_s": per_1000["min"], "per_1000_images_median_s": per_1000["median"],
             "lvis_v1_val_projection_min_h": per_1000["min"] * LVIS_V1_VAL_IMAGES / 1000 / 3600,
             "lvis_v1_val_projection_median_h": per_1000["median"] * LVIS_V1_VAL_IMAGES / 1000 / 3600}
@@ -146,8 +144,8 @@ def report_lines(report: dict) -> list:
 def main(argv=None):
     args = make_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        tic = time.perf_counter()
-        settings, gt, predictions = synthetic_world(args, Path(tmp))
+        with Stopwatch() as making:
+            settings, gt, predictions = synthetic_world(args, Path(tmp))
         if args.memory_run:
             evaluator = gathered(*args.memory_run, predictions)
             Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
@@ -158,20 +156,17 @@ def main(argv=None):
         judged = judged_share(gt, predictions)
         print(f"synthetic world: {len(gt['images'])} images, {len(gt['annotations'])} objects, "
               f"{sum(len(p['instances']) for p in predictions)} detections, {100 * judged:.0f} % of them of a "
-              f"category the image is labelled with ({time.perf_counter() - tic:.1f} s)")
+              f"category the image is labelled with ({making.wall:.1f} s)")
         load_at_start = os.getloadavg()
-        timings = {(b, t): {"wall": [], "cpu": []} for b in BACKENDS for t in TASKS}
         numbers = {}
-        for repeat in range(args.repeats):
-            for backend in (BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]):
-                for task in TASKS:
-                    wall, cpu, numbers[backend, task] = time_once(backend, task, predictions)
-                    timings[backend, task]["wall"].append(wall)
-                    timings[backend, task]["cpu"].append(cpu)
-                    print(f"repeat {repeat}: {backend:16s} {task}: {wall:7.2f} s wall, {cpu:7.2f} s CPU")
+        runners = {(b, t): lambda b=b, t=t: evaluate_timed(b, t, predictions, numbers) for b in BACKENDS for t in TASKS}
+        rounds = interleave(runners, args.repeats, order="alternate",
+                            log="repeat {round}: {name[0]:16s} {name[1]}: {wall:7.2f} s wall, {cpu:7.2f} s CPU")
+        timings = {key: {"wall": rounds.wall[key], "cpu": rounds.cpu[key]} for key in runners}
     memory = {} if args.no_memory else {f"{b}/{t}": peak_memory_increase(args, b, t) for b in BACKENDS for t in TASKS}
     agreement = {t: max(abs(numbers["lvis", t][k] - numbers["faster-coco-eval", t][k]) for k in numbers["lvis", t])
                  for t in TASKS}
+    summaries = {f"{b}/{t}": {kind: summarize(v, args.images) for kind, v in timings[b, t].items()} for b, t in timings}
     report = {
         "timed": "evaluator.evaluate() on the gathered predictions, one task per run; process() (mask RLE "
                  "encoding, done by every rank during inference) is not included",
@@ -185,16 +180,14 @@ def main(argv=None):
                     "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
                     "faster_coco_eval": version("faster-coco-eval"), "lvis": version("lvis")},
         "max_abs_difference_AP_points": agreement, "ap": {f"{b}/{t}": numbers[b, t] for b, t in numbers},
-        "timings": {f"{b}/{t}": {kind: summarize(v, args.images) for kind, v in timings[b, t].items()}
-                    for b, t in timings},
-        "speedup_median": {kind: {t: statistics.median(timings["lvis", t][kind])
-                                  / statistics.median(timings["faster-coco-eval", t][kind]) for t in TASKS}
+        "timings": summaries,
+        "speedup_median": {kind: {t: summaries[f"lvis/{t}"][kind]["median_s"]
+                                  / summaries[f"faster-coco-eval/{t}"][kind]["median_s"] for t in TASKS}
                            for kind in ("wall", "cpu")},
         "peak_memory_increase_mb": memory, "memory_images": args.memory_images,
     }
     report["summary"] = report_lines(report)
-    write_json(args.output, report)
-    json.loads(args.output.read_text())  # verify what was written
+    write_results(args.output, report)
     print("\n" + "\n".join(report["summary"]) + f"\nwrote {args.output}")
     if max(agreement.values()) > 0.1:
         raise SystemExit(f"the backends disagree by more than 0.1 AP: {agreement}")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Costs of the ViLD recipe on LVIS v1 at real model sizes (R50-FPN at 1024 px, ViT-B/32 CLIP, M = 300,
 300 detections over 1203 classes), measured on the stand-in mini-LVIS with random weights, as unit
 costs and ratios, and projected to full LVIS v1. Each part runs in its own process (peak RSS each):
@@ -10,9 +9,9 @@ costs and ratios, and projected to full LVIS v1. Each part runs in its own proce
   infer  inference/image, 1203 classes, vs Mask R-CNN with a 1203-way linear classifier; stage split
   eval   LVISEvaluator (bbox + segm), 300 synthetic detections/image, s per 100 images
 
-    python benchmarks/bench_lvis_recipe.py [--parts cache train ...] [--repeats 3] [--images 4]
-    python benchmarks/bench_lvis_recipe.py --device cuda --amp      # the same on a GPU (fp16 autocast)
-    python benchmarks/bench_lvis_recipe.py --device cuda --amp --opts MODEL.RESNETS.NORM SyncBN MODEL.FPN.NORM SyncBN
+    python -m benchmarks.bench_lvis_recipe [--parts cache train ...] [--repeats 3] [--images 4]
+    python -m benchmarks.bench_lvis_recipe --device cuda --amp      # the same on a GPU (fp16 autocast)
+    python -m benchmarks.bench_lvis_recipe --device cuda --amp --opts MODEL.RESNETS.NORM SyncBN MODEL.FPN.NORM SyncBN
 
 On a shared CPU run it alone: another busy process on the 2 cores doubled every time here (training step
 26 s idle, 60 s beside a test run). Untrained scores decide the per-class NMS (Mask R-CNN's uniform softmax
@@ -31,10 +30,10 @@ import resource
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import REPO_ROOT, RESULTS_DIR, Stopwatch, table, write_results
+
 PARTS = ("prep", "cache", "text", "train", "infer", "eval")
 LVIS_TRAIN, LVIS_VAL = 100_170, 19_809
 SCHEDULES = {"paper: 180k it. x 16 img": 180_000 * 16, "1x: 90k it. x 16 img": 90_000 * 16}
@@ -67,34 +66,29 @@ def part_file(args, part) -> Path:
 
 def child(args):
     """Run one part here (``$DETECTRON2_DATASETS`` already set by the parent) and write its JSON."""
-    import lvis_recipe_parts as parts  # imports detectron2 and vild_d2: after the environment is set
     import torch
+
+    from benchmarks import lvis_recipe_parts as parts  # imports detectron2 and vild_d2: after the environment
 
     result = parts.PARTS[args.part](parts.Ctx(args))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.device.startswith("cuda"):
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    part_file(args, args.part).parent.mkdir(parents=True, exist_ok=True)
-    part_file(args, args.part).write_text(json.dumps(result, indent=1))
+    write_results(part_file(args, args.part), result)
 
 
 def run_part(args, part):
     work = Path(args.work).resolve()
     env = dict(os.environ, DETECTRON2_DATASETS=str(work / ("eval_world" if part == "eval" else "world")))
-    cmd = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--work", str(work), "--part", part]
+    cmd = [sys.executable, "-m", __spec__.name, *sys.argv[1:], "--work", str(work), "--part", part]
     print(f"\n=== part {part} ===", flush=True)
-    t = time.perf_counter()
-    subprocess.run(cmd, env=env, cwd=ROOT, check=True)
+    with Stopwatch() as sw:
+        subprocess.run(cmd, env=env, cwd=REPO_ROOT, check=True)
     result = json.loads(part_file(args, part).read_text())
-    result.update(wall_s=time.perf_counter() - t, children_maxrss_mb=resource.getrusage(
-        resource.RUSAGE_CHILDREN).ru_maxrss / 1024, command=shlex.join(["python", *map(str, sys.argv)]),
+    result.update(wall_s=sw.wall, children_maxrss_mb=resource.getrusage(
+        resource.RUSAGE_CHILDREN).ru_maxrss / 1024, command=shlex.join(["python", "-m", __spec__.name, *sys.argv[1:]]),
         finished=datetime.datetime.now().isoformat(timespec="seconds"))
     return result
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def hours(s):
@@ -197,17 +191,16 @@ def main():
     args = make_parser().parse_args()
     if args.part:
         return child(args)
-    out = Path(args.out or f"benchmarks/results/lvis_recipe_{args.device.replace(':', '')}.json")
+    out = Path(args.out or RESULTS_DIR / f"lvis_recipe_{args.device.replace(':', '')}.json")
     previous = json.loads(out.read_text()).get("parts", {}) if out.is_file() else {}
     res = {p: r for p, r in previous.items() if p not in args.parts and p != "prep"}
-    t0 = time.perf_counter()
-    for part in ["prep", *[p for p in PARTS if p in args.parts and p != "prep"]]:
-        res[part] = run_part(args, part)
+    with Stopwatch() as total:
+        for part in ["prep", *[p for p in PARTS if p in args.parts and p != "prep"]]:
+            res[part] = run_part(args, part)
     res = {p: res[p] for p in PARTS if p in res}
     text = report(res, args.device)
-    print(f"\n{text}\n\ntotal wall {time.perf_counter() - t0:.0f} s")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": args.device, "amp": args.amp, "parts": res, "markdown": text}, indent=1))
+    print(f"\n{text}\n\ntotal wall {total.wall:.0f} s")
+    write_results(out, {"device": args.device, "amp": args.amp, "parts": res, "markdown": text})
     print(f"wrote {out}")
 
 

@@ -1,28 +1,26 @@
-#!/usr/bin/env python
 """Training-step and inference time of each ViLD mode against StandardROIHeads (class-agnostic
-box and mask, same config), measured side by side in one process on CPU.
+box and mask, same config), whole models on synthetic batches with random cached regions, measured
+side by side in one process on CPU.
 
-    python benchmarks/bench_roi_heads.py [--config-file CFG] [--iters 5] [--rounds 3]
+    python -m benchmarks.bench_roi_heads [--config-file CFG] [--iters 5] [--rounds 3]
 
 Variants are interleaved round by round; each figure is the median over rounds of the mean
 time per iteration. Ratios are against the baseline of the same run.
 """
 import argparse
-import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from vild_d2 import add_vild_config
+from benchmarks.harness import interleave
 from vild_d2.clip_model import clip_identity
+from vild_d2.engine import load_config
 from vild_d2.modeling import MODES
 from vild_d2.text_classifier import save_text_classifier
 
@@ -42,7 +40,8 @@ def make_batch(n, size, num_regions, dim, num_classes, seed=0):
         gt.gt_masks = BitMasks(masks)
         regions = Instances((size, size))
         xy = torch.rand(num_regions, 2, generator=g) * size * 0.7
-        regions.proposal_boxes = Boxes(torch.cat([xy, xy + 8 + torch.rand(num_regions, 2, generator=g) * size * 0.3], 1))
+        far = xy + 8 + torch.rand(num_regions, 2, generator=g) * size * 0.3
+        regions.proposal_boxes = Boxes(torch.cat([xy, far], 1))
         regions.clip_embeds = torch.randn(num_regions, dim, generator=g).half()
         image = torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8)
         out.append({"image": image, "instances": gt, "clip_regions": regions, "height": size, "width": size})
@@ -50,9 +49,7 @@ def make_batch(n, size, num_regions, dim, num_classes, seed=0):
 
 
 def build_cfg(base, variant, tmp):
-    cfg = get_cfg()
-    add_vild_config(cfg)
-    cfg.merge_from_file(base)
+    cfg = load_config(base)  # registers the config's datasets (DATASETS.VILD.REGISTER)
     cfg.MODEL.DEVICE = "cpu"
     # Every variant keeps exactly DETECTIONS_PER_IMAGE boxes, so inference does equal mask work.
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
@@ -67,13 +64,6 @@ def build_cfg(base, variant, tmp):
         emb = np.random.default_rng(0).normal(size=(len(names), 512 if "lvis" in ds else 64)).astype(np.float32)
         cfg.MODEL.VILD[key] = str(save_text_classifier(f"{tmp}/{variant}_{key}.npy", emb, names, {"clip": ident}))
     return cfg
-
-
-def timed(fn, iters):
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t0) / iters
 
 
 def main():
@@ -108,18 +98,15 @@ def main():
                 with torch.no_grad():
                     model(data)
             train_step(), infer_step()  # warm-up
-            runners[v] = (train_step, infer_step)
-        times = {v: ([], []) for v in variants}
-        for _ in range(args.rounds):
-            for v in variants:
-                times[v][0].append(timed(runners[v][0], args.iters))
-                times[v][1].append(timed(runners[v][1], args.iters))
-    base_train, base_inf = (statistics.median(t) for t in times["standard"])
+            for phase, step in (("train", train_step), ("infer", infer_step)):
+                runners[v, phase] = lambda step=step: [step() for _ in range(args.iters)]
+        times = interleave(runners, args.rounds).stats(scale=1 / args.iters)  # seconds per iteration
+    base_train, base_inf = (times["standard", phase]["median_s"] for phase in ("train", "infer"))
     print(f"config {args.config_file}, batch {cfg.SOLVER.IMS_PER_BATCH} x {args.image_size}px, "
           f"M={cfg.MODEL.VILD.NUM_CACHED_PROPOSALS} cached regions/image, torch threads {torch.get_num_threads()}")
     print(f"{'variant':10s} {'train s/it':>10s} {'ratio':>6s} {'infer s/it':>10s} {'ratio':>6s}")
     for v in variants:
-        tr, inf = (statistics.median(t) for t in times[v])
+        tr, inf = (times[v, phase]["median_s"] for phase in ("train", "infer"))
         print(f"{v:10s} {tr:10.3f} {tr / base_train:6.2f} {inf:10.3f} {inf / base_inf:6.2f}")
 
 

@@ -1,16 +1,15 @@
-#!/usr/bin/env python
 """Time to build LVIS text classifiers with a ViT-B/32-sized, randomly initialised CLIP text
 encoder on CPU: a batch-size sweep on a class subset, trimmed (padding after EOT skipped) vs
 full 77-token batches on a smaller subset, and the whole 1203-class build.
 
-    python benchmarks/bench_text_classifier.py [--sweep-classes 100] [--full]
+    python -m benchmarks.bench_text_classifier [--sweep-classes 100] [--full]
 """
 import argparse
-import time
 
 import torch
 from clip.model import CLIP
 
+from benchmarks.harness import timed
 from vild_d2.text_classifier import encode_classes, read_templates
 from vild_d2.vocabularies import load_vocabulary
 
@@ -23,10 +22,8 @@ def vit_b32_random() -> CLIP:
                 transformer_layers=12).float().eval()
 
 
-def timed(model, synonyms, templates, **kw):
-    t0 = time.perf_counter()
-    encode_classes(model, synonyms, templates, **kw)
-    return time.perf_counter() - t0
+def encode_time(model, synonyms, templates, **kw) -> float:
+    return timed(lambda: encode_classes(model, synonyms, templates, **kw))
 
 
 def main():
@@ -42,8 +39,8 @@ def main():
     print(f"LVIS v1: {len(synonyms)} classes, {len(templates)} templates, first synonym only; "
           f"torch threads {torch.get_num_threads()}")
     sub = synonyms[: args.trim_classes]
-    full_t = timed(model, sub, templates, batch_size=256, use_synonyms=False, trim=False)
-    trim_t = timed(model, sub, templates, batch_size=256, use_synonyms=False, trim=True)
+    full_t = encode_time(model, sub, templates, batch_size=256, use_synonyms=False, trim=False)
+    trim_t = encode_time(model, sub, templates, batch_size=256, use_synonyms=False, trim=True)
     n = len(sub) * len(templates)
     print(f"{len(sub)} classes ({n} texts), batch 256: 77-token batches {full_t:.1f} s ({n / full_t:.0f} texts/s), "
           f"trimmed {trim_t:.1f} s ({n / trim_t:.0f} texts/s): {full_t / trim_t:.2f}x")
@@ -51,12 +48,12 @@ def main():
     n = len(sub) * len(templates)
     best = None
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        t = timed(model, sub, templates, batch_size=bs, use_synonyms=False)
+        t = encode_time(model, sub, templates, batch_size=bs, use_synonyms=False)
         print(f"batch {bs:5d}: {len(sub)} classes ({n} texts) in {t:.1f} s = {n / t:.0f} texts/s, "
               f"projected 1203 classes {t * len(synonyms) / len(sub) / 60:.1f} min")
         best = min(best or (t, bs), (t, bs))
     if args.full:
-        t = timed(model, synonyms, templates, batch_size=best[1], use_synonyms=False)
+        t = encode_time(model, synonyms, templates, batch_size=best[1], use_synonyms=False)
         print(f"all {len(synonyms)} classes, batch {best[1]}: {t / 60:.1f} min")
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """One GPU check of the LVIS recipe, sized for a short GPU loan (under 8 minutes on one H100). Steps
 (benchmarks/gpu_check_steps.py, built on benchmarks/lvis_recipe_parts.py):
 
@@ -20,8 +19,8 @@ failed. Results: OUT/gpu_check.json (rewritten after every step) and a markdown 
 big files (world, CLIP, cache, checkpoints) go to --work (default OUT/work): on the device machine give
 a --work outside $OUT.
 
-    python benchmarks/gpu_check.py --device cuda --out $OUT --work /tmp/gpu_check
-    OMP_NUM_THREADS=1 python benchmarks/gpu_check.py --device cpu --smoke --out /tmp/gpu_smoke  # tiny sizes, ~1 min
+    python -m benchmarks.gpu_check --device cuda --out $OUT --work /tmp/gpu_check
+    OMP_NUM_THREADS=1 python -m benchmarks.gpu_check --device cpu --smoke --out /tmp/gpu_smoke  # tiny sizes, ~1 min
 """
 import argparse
 import datetime
@@ -30,6 +29,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+from benchmarks.harness import table, write_results
 
 PRESETS = {"gpu": dict(batch=4, images=24, infer_images=4, warmup=3, iters=5, budget_s=450),
            "smoke": dict(batch=2, images=3, infer_images=1, warmup=1, iters=1, budget_s=600)}
@@ -55,11 +56,6 @@ def make_parser():
                    help="the trained checkpoint that train_net.py --eval-only scores (default %(default)s)")
     p.add_argument("--opts", nargs="*", default=[], help="overrides of every config: KEY VALUE ...")
     return p
-
-
-def table(header, rows):
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
-                     ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
 def summary(name, res):
@@ -137,11 +133,9 @@ def main():
     Path(args.out).mkdir(parents=True, exist_ok=True)
     os.environ["DETECTRON2_DATASETS"] = str(Path(args.work) / "world")  # before detectron2 registers LVIS
     t0 = time.time()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import gpu_check_steps as steps
     import torch
 
-    from vild_d2.artifacts import write_json
+    from benchmarks import gpu_check_steps as steps  # imports detectron2: after the environment is set
 
     out = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
            else "CPU", "torch": torch.__version__, "settings": vars(args), "started": datetime.datetime.now()
@@ -167,9 +161,9 @@ def main():
         out["steps"][name], out["total_wall_s"] = rec, time.time() - t0
         print(f"[gpu_check] step {name}: {'ok' if rec['ok'] else 'FAILED'} in {rec['wall_s']:.1f} s "
               f"(elapsed {out['total_wall_s']:.1f} s)", flush=True)
-        write_json(path, out)
+        write_results(path, out)
     out["markdown"] = report(out)
-    write_json(path, out)
+    write_results(path, out)
     failed = sorted(k for k, s in out["steps"].items() if not s["ok"])
     print(f"\n{failures(out)}\n\n{out['markdown']}\n\nwrote {path}; failed steps: {failed or 'none'}")
     return 1 if failed else 0

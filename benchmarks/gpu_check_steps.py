@@ -1,5 +1,5 @@
-"""The steps of benchmarks/gpu_check.py, built on benchmarks/lvis_recipe_parts.py (imported after
-``$DETECTRON2_DATASETS`` is set). Each step takes the shared :class:`Run` and a wall-clock deadline
+"""The steps of ``python -m benchmarks.gpu_check``, built on :mod:`benchmarks.lvis_recipe_parts` (imported
+after ``$DETECTRON2_DATASETS`` is set). Each step takes the shared :class:`Run` and a wall-clock deadline
 (``time.time()``) and returns a JSON-able dict; ``"ok": False`` in it marks a failed check.
 Shapes: N images, M cached regions per image, D the CLIP embedding dimension."""
 import argparse
@@ -13,13 +13,14 @@ import traceback
 from pathlib import Path
 from unittest import mock
 
-import lvis_recipe_parts as parts
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.events import EventStorage
 
+from benchmarks import lvis_recipe_parts as parts
+from benchmarks.harness import REPO_ROOT, Stopwatch, interleave
 from vild_d2.artifacts import read_json, write_text
 from vild_d2.clip_model import load_clip
 from vild_d2.crops import embed_regions
@@ -29,7 +30,6 @@ from vild_d2.kit.random_clip import CLIP_ARCHS, save_random_clip
 from vild_d2.region_cache import RegionCache
 from vild_d2.region_cache.builder import RegionCacheSettings
 
-ROOT = Path(__file__).resolve().parents[1]
 ONE_BOX = "ensemble_one_box_head"
 VARIANTS = (parts.BASELINE, *parts.MODES, ONE_BOX)
 # --smoke: a tiny CLIP (embedding dim 512, as the benchmark's random classifiers) under its own name
@@ -101,24 +101,10 @@ def step_cache(run, deadline, fp32=False):
 def rounds(run, runners, warmup, iters, deadline):
     """``warmup`` untimed then up to ``iters`` timed rounds over the runners in turn (device-synchronised);
     a runner that raises is dropped (its traceback kept); no timed round after the first starts when the
-    last round's time would end past ``deadline``."""
-    times, errors, last = {v: [] for v in runners}, {}, 0.0
-    for r in range(warmup + iters):
-        if r > warmup and time.time() + last > deadline:
-            break
-        start = time.time()
-        for v in list(runners):
-            try:
-                t = run.ctx.timed(runners[v])
-            except Exception:  # noqa: BLE001  (one variant's failure is reported; the others go on)
-                errors[v] = traceback.format_exc()
-                del runners[v]
-                continue
-            print(f"  round {r}{' (warm-up)' if r < warmup else ''} {v}: {t:.3f} s", flush=True)
-            times[v] += [t] if r >= warmup else []
-        last = time.time() - start
-    base = times.get(parts.BASELINE) or None
-    return {v: parts.stats(t, base) for v, t in times.items() if t}, errors
+    last round's time would end past ``deadline``. Returns variant -> stats, and variant -> traceback."""
+    res = interleave(runners, iters, warmup=warmup, sync=run.ctx.sync, deadline=deadline, keep_going=True,
+                     log="  round {round}{warm} {name}: {wall:.3f} s")
+    return res.stats(parts.BASELINE), res.errors
 
 
 def measured(run, fn, peaks, v):
@@ -222,11 +208,10 @@ def step_eval(run, deadline, scores):
            "MODEL.WEIGHTS", str(run.checkpoint / "model_final.pth"), "OUTPUT_DIR", str(run.ctx.work / name),
            "MODEL.VILD.TEST_SCORES", scores]
     log = Path(run.args.out) / f"{name}.log"
-    t = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+    with open(log, "w") as f, Stopwatch() as sw:
+        rc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT,
                             timeout=max(deadline - time.time(), 30)).returncode
-    wall = time.perf_counter() - t
+    wall = sw.wall
     if rc:
         raise RuntimeError(f"{shlex.join(cmd)} exited {rc} after {wall:.0f} s; end of {log}:\n"
                            + log.read_text()[-3000:])

@@ -1,12 +1,11 @@
-"""The parts of benchmarks/bench_lvis_recipe.py; each runs in its own process (``--part NAME``) with
-``$DETECTRON2_DATASETS`` set before this module is imported, and returns a JSON-able dict."""
+"""The parts of ``python -m benchmarks.bench_lvis_recipe``; each runs in its own process (``--part NAME``)
+with ``$DETECTRON2_DATASETS`` set before this module is imported, and returns a JSON-able dict."""
 import contextlib
 import cProfile
 import json
 import pstats
 import shutil
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import vild_d2.region_cache.builder as cache_builder
+from benchmarks.harness import Stopwatch, Timers, interleave, stats, timed
 from vild_d2.clip_model import clip_identity, load_clip
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.engine import ViLDTrainer, load_config
@@ -54,13 +54,6 @@ class Ctx:
             return contextlib.nullcontext()
         return torch.autocast(self.device.split(":")[0], dtype=torch.float16 if self.cuda else torch.bfloat16)
 
-    def timed(self, fn):
-        self.sync()
-        t = time.perf_counter()
-        fn()
-        self.sync()
-        return time.perf_counter() - t
-
     def cfg(self, variant: str, num_classes: int = 866):
         """LVIS config of a ViLD mode, or the class-agnostic Mask R-CNN baseline (``BASELINE``)."""
         opts = ["MODEL.DEVICE", self.device, "MODEL.VILD.CLIP_MODEL", self.clip,
@@ -80,24 +73,9 @@ class Ctx:
         return cfg, ViLDTrainer.build_model(cfg)
 
 
-def stats(times, base=None):
-    out = {"min_s": min(times), "median_s": statistics.median(times), "all_s": times}
-    if base is not None:
-        out.update(ratio_median=out["median_s"] / statistics.median(base), ratio_min=out["min_s"] / min(base),
-                   paired_ratio_median=statistics.median(t / b for t, b in zip(times, base)))
-    return out
-
-
-def interleave(ctx: Ctx, runners, rounds: int):
-    """Round 0 warms up; then every variant once per round, in order. Returns variant -> stats."""
-    times = {v: [] for v in runners}
-    for r in range(rounds + 1):
-        for v, fn in runners.items():
-            t = ctx.timed(fn)
-            print(f"  round {r}{' (warm-up)' if r == 0 else ''} {v}: {t:.2f} s", flush=True)
-            if r:
-                times[v].append(t)
-    return {v: stats(t, times[BASELINE]) for v, t in times.items()}
+def rounds(ctx: Ctx, runners, repeats: int):
+    """One warm-up round, then every variant once per round, in order (device-synchronised)."""
+    return interleave(runners, repeats, warmup=1, sync=ctx.sync, log="  round {round}{warm} {name}: {wall:.2f} s")
 
 
 def part_prep(ctx: Ctx):
@@ -132,34 +110,27 @@ def part_cache(ctx: Ctx):
     rpn_cfg = load_config("configs/LVIS-OV/rpn_R50_FPN.yaml", ["MODEL.DEVICE", ctx.device, *ctx.args.opts], [OVERLAY])
     source = detector_proposal_source(rpn_cfg, ctx.rpn_weights, 300, ctx.device)
     model = load_clip(ctx.clip, ctx.device)
-    proposal_s = [0.0]
-
-    def proposals(record, image):  # the builder's proposal source, timed
-        t = time.perf_counter()
-        out = source(record, image)
-        proposal_s[0] += time.perf_counter() - t
-        return out
-
-    proposals(records[0], np.zeros((480, 640, 3), np.uint8))  # warm-up: first forwards allocate
+    source(records[0], np.zeros((480, 640, 3), np.uint8))  # warm-up: first forwards allocate
     cache_builder.embed_regions(model.visual, torch.zeros(3, 480, 640), torch.tensor([[0.0, 0, 99, 99]] * 8),
                                 (1.0, 1.5), "sum", 256)
-    proposal_s[0] = 0.0
     shutil.rmtree(ctx.cache, ignore_errors=True)
-    timers = Timers(ctx).wrap(cache_builder, "embed_regions", "crop+encode").wrap(model.visual, "forward", "encoder")
+    timers = Timers(ctx.sync).wrap(cache_builder, "embed_regions", "crop+encode").hook(model.visual, "encoder")
+    proposals = timers.timed(source, "proposal network")  # the builder's proposal source
     try:
-        wall = ctx.timed(lambda: build_region_cache(
+        wall = timed(lambda: build_region_cache(
             ctx.cache, records, proposals, model, ctx.clip, RegionCacheSettings(num_proposals=300, scales=(1.0, 1.5)),
-            "lvis_v1_train_base", num_workers=0))
+            "lvis_v1_train_base", num_workers=0), sync=ctx.sync)
     finally:
         timers.remove()
     n, spent = len(records), timers.spent
+    proposal_s = spent.get("proposal network", 0.0)
     regions = int(sum(np.load(p)[:, 2].sum() for p in ctx.cache.glob("shard_*/index.npy")))
     files = [p for p in ctx.cache.rglob("*") if p.is_file()]
     return {"images": n, "regions_per_image": regions / n, "crops_per_image": 2 * regions / n,
-            "s_per_image": wall / n, "proposal_net_s_per_image": proposal_s[0] / n,
+            "s_per_image": wall / n, "proposal_net_s_per_image": proposal_s / n,
             "crop_encode_s_per_image": spent["crop+encode"] / n, "encoder_s_per_image": spent["encoder"] / n,
             "share_crop_encode_of_wall": spent["crop+encode"] / wall,
-            "share_crop_encode_without_proposal_net": spent["crop+encode"] / (wall - proposal_s[0]),
+            "share_crop_encode_without_proposal_net": spent["crop+encode"] / (wall - proposal_s),
             "bytes_per_image": sum(p.stat().st_size for p in files) / n,
             "array_bytes_per_image": sum(p.stat().st_size for p in files if p.suffix == ".npy") / n,
             "threads": torch.get_num_threads()}
@@ -174,7 +145,8 @@ def part_text(ctx: Ctx):
     sample = synonyms[::len(synonyms) // ctx.args.text_classes][:ctx.args.text_classes]  # spread over the list
     n_sample = sum(len(s) for s in sample) * len(templates)
     encode_classes(model, sample[:2], templates)  # warm-up
-    times = [ctx.timed(lambda: encode_classes(model, sample, templates)) for _ in range(ctx.args.text_repeats)]
+    times = [timed(lambda: encode_classes(model, sample, templates), sync=ctx.sync)
+             for _ in range(ctx.args.text_repeats)]
     ms = 1000 * statistics.median(times) / n_sample
     texts = {"base_866": sum(len(s) for s, f in zip(synonyms, freq) if f != "r") * len(templates),
              "all_1203": sum(len(s) for s in synonyms) * len(templates)}
@@ -233,7 +205,7 @@ def part_train(ctx: Ctx):
                 regions = [d["clip_regions"].to(model.device) for d in data]
                 base = (images, {k: f.float() for k, f in feats.items()}, props, gt, regions)
 
-            def roi(model=model, v=v):
+            def roi(model=model, v=v, base=base):
                 images, feats, props, gt, regions = base
                 feats = {k: f.detach().requires_grad_() for k, f in feats.items()}  # backward into features too
                 torch.manual_seed(0)
@@ -244,58 +216,35 @@ def part_train(ctx: Ctx):
                 model.zero_grad(set_to_none=True)
             roi_runners[v] = roi
         print("training steps:", flush=True)
-        steps = interleave(ctx, runners, ctx.args.repeats)
+        steps = rounds(ctx, runners, ctx.args.repeats).stats(BASELINE)
         print("ROI heads alone (forward + backward):", flush=True)
-        rois = interleave(ctx, roi_runners, ctx.args.repeats)
+        rois = rounds(ctx, roi_runners, ctx.args.repeats).stats(BASELINE)
     return {"batch": ctx.args.batch, "input_size": list(data[0]["image"].shape[1:]), "step": steps, "roi_heads": rois,
             "gt_per_image": [len(d["instances"]) for d in data],
             "cached_regions_per_image": [len(d["clip_regions"]) for d in data], "threads": torch.get_num_threads()}
 
 
-class Timers:
-    """Accumulated wall time (device-synchronised) of wrapped methods and module functions, by label."""
-
-    def __init__(self, ctx):
-        self.ctx, self.spent, self.undo, self.candidates = ctx, {}, [], []
-
-    def wrap(self, obj, attr, label):
-        fn = getattr(obj, attr)
-
-        def timed(*a, **k):
-            if label == NMS:  # candidates entering NMS, counted outside the timer
-                probs = obj.predict_probs(*a)
-                self.candidates.append(int(sum((p[:, :-1] > obj.test_score_thresh).sum() for p in probs)))
-            self.ctx.sync()
-            t = time.perf_counter()
-            out = fn(*a, **k)
-            self.ctx.sync()
-            self.spent[label] = self.spent.get(label, 0.0) + time.perf_counter() - t
-            return out
-        setattr(obj, attr, timed)
-        self.undo.append((obj, attr, fn))
-        return self
-
-    def remove(self):
-        for obj, attr, fn in reversed(self.undo):
-            delattr(obj, attr) if isinstance(obj, torch.nn.Module) else setattr(obj, attr, fn)
-        self.undo = []
-
-
 NMS = "score filter + per-class NMS"
 
 
-def split_timers(ctx, model) -> Timers:
-    """Timers on the stages of one Detectron2 inference (backbone, RPN, box head(s), NMS, mask head, paste)."""
+def split_timers(ctx, model, candidates: list) -> Timers:
+    """Timers on the stages of one Detectron2 inference (backbone, RPN, box head(s), NMS, mask head,
+    paste); the candidates entering NMS of every call are counted into ``candidates``, outside the timer."""
     import detectron2.modeling.meta_arch.rcnn as rcnn
-    h, timers = model.roi_heads, Timers(ctx)
-    for obj, attr, label in ((model, "preprocess_image", "preprocess"), (model.backbone, "forward", "backbone"),
-                             (model.proposal_generator, "forward", "RPN"), (h.box_pooler, "forward", "box head(s)"),
-                             (h.box_head, "forward", "box head(s)"), (h.box_predictor, "forward", "box head(s)"),
-                             (h.box_predictor, "inference", NMS), (h, "_forward_mask", "mask head"),
+    h, timers = model.roi_heads, Timers(ctx.sync)
+
+    def count(*args):
+        probs = h.box_predictor.predict_probs(*args)
+        candidates.append(int(sum((p[:, :-1] > h.box_predictor.test_score_thresh).sum() for p in probs)))
+    for module, label in ((model.backbone, "backbone"), (model.proposal_generator, "RPN"),
+                          (h.box_pooler, "box head(s)"), (h.box_head, "box head(s)"), (h.box_predictor, "box head(s)"),
+                          (getattr(h, "image_box_head", None), "box head(s)")):
+        if module is not None:
+            timers.hook(module, label)
+    for obj, attr, label in ((model, "preprocess_image", "preprocess"), (h.box_predictor, "inference", NMS),
+                             (h, "_forward_mask", "mask head"),
                              (rcnn, "detector_postprocess", "paste masks (detector_postprocess)")):
-        timers.wrap(obj, attr, label)
-    if getattr(h, "image_box_head", None) is not None:
-        timers.wrap(h.image_box_head, "forward", "box head(s)")
+        timers.wrap(obj, attr, label, before=count if label == NMS else None)
     return timers
 
 
@@ -308,20 +257,22 @@ def part_infer(ctx: Ctx):
         cfg, model = ctx.build(v, num_classes=1203)
         model.eval()
         inputs = [ViLDDatasetMapper(cfg, is_train=False)(dict(r)) for r in records]
-        models[v], splits[v] = (model, inputs, split_timers(ctx, model)), []
+        candidates = []
+        models[v], splits[v] = (model, inputs, split_timers(ctx, model, candidates)), []
 
-        def run(model=model, inputs=inputs, timers=models[v][2], v=v):
-            timers.spent, timers.candidates = {}, []
+        def run(model=model, inputs=inputs, timers=models[v][2], candidates=candidates, v=v):
+            timers.reset()
+            candidates.clear()
             with torch.no_grad(), ctx.autocast():
                 for x in inputs:
                     model([x])
-            splits[v].append(dict(timers.spent, candidates=sum(timers.candidates)))
+            splits[v].append(dict(timers.spent, candidates=sum(candidates)))
         runners[v] = run
     print(f"inference ({n} images per round):", flush=True)
-    rounds = interleave(ctx, runners, ctx.args.repeats)
+    timing = rounds(ctx, runners, ctx.args.repeats)
     out = {"images_per_round": n, "input_size": list(models[BASELINE][1][0]["image"].shape[1:]), "split": {},
            "profile": {}}
-    totals = {v: [t / n for t in r["all_s"]] for v, r in rounds.items()}
+    totals = {v: [t / n for t in times] for v, times in timing.wall.items()}
     no_nms = {v: [t - sp[NMS] / n for t, sp in zip(totals[v], splits[v][1:])] for v in totals}  # [0]: warm-up
     out["per_image"] = {v: stats(t, totals[BASELINE]) for v, t in totals.items()}
     out["per_image_without_nms"] = {v: stats(t, no_nms[BASELINE]) for v, t in no_nms.items()}
@@ -376,13 +327,13 @@ def part_eval(ctx: Ctx):
         ev.reset()
         for i, r in zip(inputs, records):
             out = [{"instances": _synthetic_detections(r, rng)}]  # made outside the timer, one image at a time
-            t = time.perf_counter()
-            ev.process([i], out)
-            spent += time.perf_counter() - t
+            with Stopwatch() as sw:
+                ev.process([i], out)
+            spent += sw.wall
         proc.append(spent)
-        t = time.perf_counter()
-        result = ev.evaluate()
-        ev_times.append(time.perf_counter() - t)
+        with Stopwatch() as sw:
+            result = ev.evaluate()
+        ev_times.append(sw.wall)
     total = [p + e for p, e in zip(proc, ev_times)]
     k = 100 / len(records)
     return {"images": len(records), "detections_per_image": 300, "process": stats(proc),

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """ViLD's LVIS table in miniature, on the toy world: the same detector and schedule for
 
 (a) supervised, base classes only   (b) supervised, all classes (upper bound)
@@ -8,7 +7,7 @@ Mask AP, APr (novel), APc, APf on the toy validation set, written as markdown to
 benchmarks/results/toy_paper_table.md. Stages (teacher, RPN, region cache, text classifiers)
 are shared with and cached like ``python -m vild_d2.kit.pipeline``.
 
-    python benchmarks/toy_paper_table.py [--seeds 0 1] [--output output/demo] [--config-file ...]
+    python -m benchmarks.toy_paper_table [--seeds 0 1] [--output output/demo] [--config-file ...]
                                          [--rpn-config-file ...] [--rows ...] [--opts KEY VALUE ...]
 
 With --full-width every row trains configs/toy/ViLD-Toy-R18-ensemble.yaml (the full-width R18-FPN,
@@ -19,18 +18,16 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 from pathlib import Path
 
 from detectron2.utils.logger import setup_logger
 
+from benchmarks.harness import RESULTS_DIR, write_results
+from benchmarks.toy_table_report import LOCALISATION_ROWS, render
 from vild_d2.artifacts import write_json, write_text
 from vild_d2.kit.pipeline import FAST, VAL, Pipeline, PipelineSettings
 from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX, default_toy_root, toy_categories
 from vild_d2.model_zoo import configs_root
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toy_table_report import LOCALISATION_ROWS, render  # noqa: E402  (beside this script)
 
 logger = logging.getLogger("vild_d2.toy_paper_table")
 ROWS = (("(a) supervised, base only", "supervised_base"), ("(b) supervised, all classes", "supervised_all"),
@@ -48,7 +45,8 @@ def variant_opts(kind: str, world: str):
         opts = ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
                 "MODEL.VILD.MODE", "text"]  # text: the data mapper loads no cached regions
         if kind == "supervised_all_specific":  # Detectron2's default heads: a box and a mask per class
-            opts += ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "False", "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", "False"]
+            opts += ["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "False",
+                     "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", "False"]
         if kind.startswith("supervised_all"):
             return opts + ["DATASETS.TRAIN", f"('{TOY_PREFIX}_train_full',)", "MODEL.ROI_HEADS.NUM_CLASSES",
                            str(len(toy_categories()))]
@@ -143,7 +141,8 @@ def scored_differently(text_cfg, test_scores: str) -> dict:
 def run_row(args, base: PipelineSettings, seed: int, kind: str, val_gt: dict) -> dict:
     """Train (or find cached) one row for one seed; its metrics and diagnostics as plain data."""
     opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
-    pipe = Pipeline(args.output.format(seed=seed), default_toy_root(), dataclasses.replace(base, opts=opts, num_pictures=0))
+    settings = dataclasses.replace(base, opts=opts, num_pictures=0)
+    pipe = Pipeline(args.output.format(seed=seed), default_toy_root(), settings)
     out = pipe.run()
     if kind in TEST_SCORES:
         out = {**out, **scored_differently(out["vild_cfg"], TEST_SCORES[kind])}
@@ -192,7 +191,7 @@ def main():
     val_gt = None
     runs = {}
     for seed in args.seeds:
-        for label, kind in [(label, kind) for label, kind in ROWS if kind in args.rows]:
+        for kind in [kind for _, kind in ROWS if kind in args.rows]:
             if val_gt is None:  # the first row's pipeline builds the toy world
                 Pipeline(args.output.format(seed=seed), default_toy_root(), base).run_toy_stages()
                 val_gt = json.loads((Path(default_toy_root()) / SPLIT_FILES["val"]).read_text())
@@ -202,8 +201,8 @@ def main():
         return
     text = render(runs, dict(ROWS), val_gt, args, base)
     print(text)
-    out = Path(args.output.format(seed="all")) if args.fast else Path(__file__).resolve().parent / "results"
-    write_json(out / "toy_paper_table.json", runs)
+    out = Path(args.output.format(seed="all")) if args.fast else RESULTS_DIR
+    write_results(out / "toy_paper_table.json", runs)
     write_text(out / "toy_paper_table.md", text)
 
 

@@ -1,4 +1,4 @@
-"""The markdown of benchmarks/toy_paper_table.py: every figure as mean ± standard deviation over
+"""The markdown of ``python -m benchmarks.toy_paper_table``: every figure as mean ± standard deviation over
 the seeds, the orderings the paper claims checked against that spread, base-class localisation
 (AP50 / AP75) and the diagnostics. Pure functions over the rows' plain data ("runs": row kind ->
 one dict per seed, see toy_paper_table.run_row)."""
@@ -6,6 +6,8 @@ import math
 import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence
+
+from benchmarks.harness import table
 
 # (higher, lower, metric, what the paper claims or the issue asks)
 ORDERINGS = (
@@ -58,19 +60,15 @@ def compare(runs: Dict, higher: str, lower: str, metric: str) -> Dict:
             "verdict": verdict}
 
 
-def _table(header: Sequence[str], rows: List[Sequence[str]]) -> List[str]:
-    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def render(runs: Dict, labels: Dict[str, str], val_gt: dict, args, base) -> str:
     """``labels``: row label -> kind, in table order."""
     order = [(label, kind) for label, kind in labels.items() if kind in runs]
     seeds = sorted({r["seed"] for rows in runs.values() for r in rows})
     lines = [f"Mask AP on the toy validation set, mean ± standard deviation over seeds {seeds} (box AP / APr "
              "alongside); (g) and (h) score the trained ViLD-text model of each seed another way (no training).", ""]
-    lines += _table(["model", "mask AP", "APr (novel)", "APc", "APf", "box AP", "box APr"], [
+    lines += [table(["model", "mask AP", "APr (novel)", "APc", "APf", "box AP", "box APr"], [
         [label] + [cell([r["segm"][k] for r in runs[kind]]) for k in ("AP", "APr", "APc", "APf")]
-        + [cell([r["bbox"][k] for r in runs[kind]]) for k in ("AP", "APr")] for label, kind in order])
+        + [cell([r["bbox"][k] for r in runs[kind]]) for k in ("AP", "APr")] for label, kind in order])]
     kinds = {kind: label for label, kind in order}
     lines += ["", "Which orderings hold beyond one standard deviation (gap of the means larger than the larger of "
               "the two rows' deviations), and on how many seeds the first row is above the second:", ""]
@@ -80,15 +78,15 @@ def render(runs: Dict, labels: Dict[str, str], val_gt: dict, args, base) -> str:
             c = compare(runs, hi, lo, metric)
             rows.append([claim, f"{kinds[hi].split(' ')[0]} > {kinds[lo].split(' ')[0]}", metric,
                          f"{c['gap']:+.1f}", f"{c['spread']:.1f}", f"{c['wins']} / {c['seeds']}", c["verdict"]])
-    lines += _table(["claim", "rows", "mask", "gap", "larger std", "seeds", "verdict"], rows)
+    lines += [table(["claim", "rows", "mask", "gap", "larger std", "seeds", "verdict"], rows)]
     loc = [(label, kind) for label, kind in order if kind in LOCALISATION_ROWS and "base_ap" in runs[kind][0]]
     if loc:
         lines += ["", "Localisation on the base classes (LVIS AP / AP50 / AP75 over the 16 base classes only, "
                   "all rows' detections of base classes; class-specific = Detectron2's default heads, a box and a "
                   "mask per class):", ""]
-        lines += _table(["model", "box AP", "box AP50", "box AP75", "mask AP", "mask AP50", "mask AP75"], [
+        lines += [table(["model", "box AP", "box AP50", "box AP75", "mask AP", "mask AP50", "mask AP75"], [
             [label] + [cell([r["base_ap"][t][k] for r in runs[kind]]) for t in ("bbox", "segm")
-                       for k in ("AP", "AP50", "AP75")] for label, kind in loc])
+                       for k in ("AP", "AP50", "AP75")] for label, kind in loc])]
     lines += _diagnostics(runs, order)
     recall = next(iter(runs.values()))[0]["recall"]
     lines += ["", f"Proposal recall AR@300 (IoU 0.5) of the base-class RPN on validation objects: novel "
@@ -110,7 +108,7 @@ def _diagnostics(runs: Dict, order) -> List[str]:
                 if head in runs[kind][0]["heads"]:
                     rows.append([label, name] + [cell([r["heads"][head][g] for r in runs[kind]], scale=100)
                                                  for g in ("novel", "base")])
-    lines += _table(["model", "head", "novel", "base"], rows)
+    lines += [table(["model", "head", "novel", "base"], rows)]
     lines += ["", "How closely the distilled head fits its CLIP targets on its own training regions (cached regions "
               "of 300 training images, novel objects labelled for this only): mean cosine, and the share of "
               "object regions the model and CLIP name right:", ""]
@@ -122,17 +120,18 @@ def _diagnostics(runs: Dict, order) -> List[str]:
                                         scale=1 if k == "cosine" else 100)
                                    for g in ("novel", "base") for k in ("cosine", "student_accuracy", "clip_accuracy")]
                         + [cell([f["background"]["cosine"] for f in fits], digits=3)])
-    lines += _table(["model", "novel: cosine", "novel: model right", "novel: CLIP right", "base: cosine",
-                     "base: model right", "base: CLIP right", "background: cosine"], rows)
+    lines += [table(["model", "novel: cosine", "novel: model right", "novel: CLIP right", "base: cosine",
+                     "base: model right", "base: CLIP right", "background: cosine"], rows)]
     lines += ["", "Where confident detections (score >= 0.3) land, by predicted class group: on an object of that "
               "class, on another object, on background (IoU >= 0.5 with the best-overlapping object):", ""]
-    lines += _table(["model"] + [f"{g}: {w}" for g in ("novel", "base") for w in ("right", "other object", "background")],
+    groups = [(g, w) for g in ("novel", "base") for w in ("right", "other object", "background")]
+    lines += [table(["model"] + [f"{g}: {w}" for g, w in groups],
                     [[label] + [cell([r["landing"][g][w] for r in runs[kind]], digits=0) for g in ("novel", "base")
-                                for w in ("right", "other_object", "background")] for label, kind in order])
+                                for w in ("right", "other_object", "background")] for label, kind in order])]
     lines += ["", "Novel validation objects found by a detection of any class at box IoU >= 0.5, and named right by "
               "the top-scoring such detection:", ""]
-    lines += _table(["model", "novel objects", "found", "named right"], [
+    lines += [table(["model", "novel objects", "found", "named right"], [
         [label, str(runs[kind][0]["naming"]["objects"])]
         + [cell([100 * r["naming"][k] / max(r["naming"]["objects"], 1) for r in runs[kind]]) + " %"
-           for k in ("found", "named_right")] for label, kind in order])
+           for k in ("found", "named_right")] for label, kind in order])]
     return lines

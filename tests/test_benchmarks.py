@@ -1,21 +1,23 @@
-"""benchmarks/toy_paper_table.py's command line: rows and config overrides combine."""
+"""``python -m benchmarks.toy_paper_table``'s command line and presets, its report, and the
+benchmark harness; every benchmark script runs as a module from the repository root."""
 import functools
-import importlib.util
+import importlib
+import subprocess
+import sys
+import time
 
 import pytest
 
-from .conftest import REPO
+from benchmarks import harness
+from benchmarks import toy_paper_table as table_script
 
+from .helpers import REPO
 
-def _table_module():
-    spec = importlib.util.spec_from_file_location("toy_paper_table", REPO / "benchmarks/toy_paper_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPTS = sorted(p.stem for p in (REPO / "benchmarks").glob("*.py") if p.stem != "__init__")
 
 
 def test_rows_and_opts_combine():
-    p = _table_module().make_parser()
+    p = table_script.make_parser()
     args = p.parse_args(["--rows", "vild", "text", "--opts", "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.1"])
     assert args.rows == ["vild", "text"] and args.opts == ["MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.1"]
     assert len(p.parse_args([]).rows) == 10 and p.parse_args([]).opts == []
@@ -26,7 +28,7 @@ def test_demo_is_the_table_model_at_half_width_on_as_many_images():
     from vild_d2.engine import load_config as _cfg
     from vild_d2.kit.pipeline import PipelineSettings
 
-    module = _table_module()
+    module = table_script
     table, table_rpn = _cfg(module.TABLE_CONFIG, ()), _cfg(module.TABLE_RPN_CONFIG, ())  # --full-width
     demo, demo_rpn = _cfg(PipelineSettings().vild_config, ()), _cfg(PipelineSettings().rpn_config, ())
     # the default preset: the demo's detector on 1,000 steps of 2 images
@@ -51,7 +53,7 @@ def test_mismatched_backbones_are_refused():
     from vild_d2.engine import load_config as _cfg
     from vild_d2.kit.pipeline import PipelineSettings
 
-    table = _table_module()
+    table = table_script
     rpn = _cfg(table.TABLE_RPN_CONFIG, ())
     with pytest.raises(ValueError, match="RES2_OUT_CHANNELS"):
         check_same_backbone(rpn, _cfg(PipelineSettings().vild_config, ()))
@@ -61,9 +63,7 @@ def test_mismatched_backbones_are_refused():
 
 
 def test_orderings_are_judged_against_the_spread():
-    spec = importlib.util.spec_from_file_location("toy_table_report", REPO / "benchmarks/toy_table_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    from benchmarks import toy_table_report as report
 
     def runs(*aps):
         return [{"seed": s, "segm": {"APr": v}} for s, v in enumerate(aps)]
@@ -76,3 +76,81 @@ def test_orderings_are_judged_against_the_spread():
     assert report.compare({"a": runs(1, 2, 3), "b": runs(10, 11, 12)}, "a", "b", "APr")["verdict"] == "reversed"
     assert report.cell([1.0, 2.0, 3.0]) == "2.0 ± 1.0" and report.cell([0.5], scale=100) == "50.0"
     assert report.cell([float("nan")]) == "-"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_imports_as_a_module_of_the_package(name):
+    assert "sys.path" not in (REPO / "benchmarks" / f"{name}.py").read_text()  # `python -m` from the root instead
+    importlib.import_module(f"benchmarks.{name}")
+
+
+def test_a_script_runs_with_python_m_from_the_repository_root(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_cache_verify", "--gb", "0.0001", "--images", "4",
+                          "--regions", "50", "--dim", "64", "--out", str(tmp_path / "cache")],  # 4 shards
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "1. full verification, no stamp:" in out and "3. rank 0 of 2" in out
+
+
+def test_interleaved_rounds_order_warm_up_and_failures():
+    calls = []
+    runners = {v: (lambda v=v: calls.append(v)) for v in "abc"}
+    rounds = harness.interleave(runners, 2, warmup=1, order="rotate")
+    assert calls == list("abc" "bca" "cab") and all(len(t) == 2 for t in rounds.wall.values())
+    calls.clear()
+    harness.interleave(runners, 2, order="alternate")
+    assert calls == list("abc" "cba")
+
+    def fails():
+        raise RuntimeError("out of memory")
+    rounds = harness.interleave({"base": lambda: None, "bad": fails}, 3, keep_going=True)
+    assert list(rounds.stats("base")) == ["base"] and "RuntimeError: out of memory" in rounds.errors["bad"]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        harness.interleave({"bad": fails}, 1)
+    with pytest.raises(ValueError, match="rotate"):
+        harness.round_order(["a"], 0, "random")
+
+
+def test_a_runner_may_time_only_part_of_its_work():
+    def runner():
+        time.sleep(0.05)  # set-up, not timed
+        with harness.Stopwatch() as sw:
+            pass
+        return sw
+    assert harness.interleave({"a": runner}, 2).wall["a"][0] < 0.04
+
+
+def test_stats_give_ratios_to_the_baseline_of_the_same_rounds():
+    s = harness.stats([2.0, 4.0, 9.0], base=[1.0, 2.0, 3.0])
+    assert (s["min_s"], s["median_s"], s["ratio_median"], s["ratio_min"], s["paired_ratio_median"]) == (2, 4, 2, 2, 2)
+    assert "ratio_median" not in harness.stats([1.0], base=[])
+    rounds = harness.Rounds(wall={"base": [1.0, 3.0], "v": [2.0, 9.0]})
+    assert rounds.stats("base", scale=0.5)["v"] == harness.stats([1.0, 4.5], [0.5, 1.5])
+
+
+def test_timers_time_modules_by_hooks_and_functions_by_wrapping_and_undo_both():
+    import torch
+
+    class Slow(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.01)
+            return x
+
+    class Holder:
+        def work(self, x):
+            return x + 1
+
+    module, holder, seen = Slow(), Holder(), []
+    timers = harness.Timers().hook(module, "module").wrap(holder, "work", "work", before=seen.append)
+    module(torch.zeros(1))
+    assert holder.work(1) == 2 and seen == [1]
+    assert timers.spent["module"] >= 0.01 and set(timers.spent) == {"module", "work"}
+    timers.remove()
+    timers.reset()
+    module(torch.zeros(1))
+    assert "work" not in vars(holder) and timers.spent == {}
+
+
+def test_table_and_results_file(tmp_path):
+    assert harness.table(["a", "b"], [[1, "x"]]) == "| a | b |\n| --- | --- |\n| 1 | x |"
+    path = harness.write_results(tmp_path / "sub" / "r.json", {"x": [1.5]})
+    assert path.read_text() == '{\n "x": [\n  1.5\n ]\n}'

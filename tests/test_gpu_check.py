@@ -1,16 +1,7 @@
-"""benchmarks/gpu_check.py's report: after a GPU run with failed steps or variants it still prints
+"""``python -m benchmarks.gpu_check``'s report: after a GPU run with failed steps or variants it still prints
 every table, the ratio-less rows when the baseline failed, and every traceback and parameter without a
 gradient. (The whole --smoke run takes ~1 min on 2 idle cores, too long for the suite.)"""
-import importlib.util
-
-from .conftest import REPO
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks/gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.gpu_check import failures, report
 
 
 def _variant(**kw):
@@ -33,7 +24,7 @@ def _run_record():
 
 def test_report_survives_failed_steps_and_a_failed_baseline():
     out = _run_record()
-    text = _module().report(out)
+    text = report(out)
     assert "| cache | FAILED | 1.5 | RuntimeError: Input type (float) and bias type (c10::Half) should be the same |" \
         in text
     assert "| train | FAILED | 60.0 | 2 variants timed, failed: ['mask_rcnn'] |" in text
@@ -44,7 +35,7 @@ def test_report_survives_failed_steps_and_a_failed_baseline():
 
 
 def test_failures_name_every_traceback_and_missing_gradient():
-    lines = _module().failures(_run_record())
+    lines = failures(_run_record())
     assert "--- cache FAILED ---\nTraceback (most recent call last):\nRuntimeError: Input type" in lines
     assert "--- train / mask_rcnn FAILED ---\nTraceback ...\nRuntimeError: CUDA out of memory" in lines
     assert "--- train / image: no gradient for ['roi_heads.box_predictor.bias']" in lines
