@@ -17,7 +17,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from PIL import Image
 
-from vild_d2.artifacts import CorruptArtifactError, UnsafePickleError, seal
+from vild_d2.artifacts import CorruptArtifactError, SettingsMismatchError, UnsafePickleError, seal
 from vild_d2.clip_model import clip_identity, load_clip
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.data.images import ImageReadError
@@ -26,13 +26,13 @@ from vild_d2.engine.checkpoint import VerifiedCheckpointer
 from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX
 from vild_d2.locking import BusyError, exclusive
 from vild_d2.recipe import RecipeSettings, Stage, run_recipe
-from vild_d2.region_cache import CacheMismatchError, CorruptCacheError
+from vild_d2.region_cache import CorruptCacheError
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
 from vild_d2.region_cache.cli import build_from_args, make_parser
 from vild_d2.region_cache.proposals import save_proposals
 from vild_d2.text_classifier import ClassifierMismatchError
 
-from .conftest import INSTANT, REPO, random_classifier
+from .helpers import INSTANT, REPO, random_classifier
 
 TRAIN, VAL = "tiny_toy_train_base", "tiny_toy_val"  # the test session's toy world (conftest.toy_env)
 
@@ -78,7 +78,8 @@ def env(toy_env, monkeypatch, tmp_path):
 
 def _classifier(folder, dataset, toy_env, names=None, clip=None):
     names = names or MetadataCatalog.get(dataset).thing_classes
-    return random_classifier(Path(folder) / f"{dataset}.npy", names, clip=clip or clip_identity(str(toy_env / "clip.pt")))
+    clip = clip or clip_identity(str(toy_env / "clip.pt"))
+    return random_classifier(Path(folder) / f"{dataset}.npy", names, clip=clip)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,8 @@ def test_classifier_in_another_class_order_is_refused(env, tmp_path):
     names = list(reversed(MetadataCatalog.get(TRAIN).thing_classes))
     path = _classifier(tmp_path, TRAIN, env, names=names)
     cfg = load_config(INSTANT, _opts(env, tmp_path, "MODEL.VILD.TEXT_EMBEDDINGS", path))
-    refused(lambda: build_model(cfg), ClassifierMismatchError, "MODEL.VILD.TEXT_EMBEDDINGS.*class 0 is.*rebuild", tmp_path)
+    refused(lambda: build_model(cfg), ClassifierMismatchError, "MODEL.VILD.TEXT_EMBEDDINGS.*class 0 is.*rebuild",
+            tmp_path)
 
 
 def test_classifier_of_another_size_is_refused(env, tmp_path):
@@ -154,7 +156,8 @@ def test_missing_clip_file_is_not_called_a_classifier_mismatch(env, tmp_path):
     path = _classifier(tmp_path, TRAIN, env)  # built with the session's CLIP file
     cfg = load_config(INSTANT, _opts(env, tmp_path, "MODEL.VILD.TEXT_EMBEDDINGS", path, "MODEL.VILD.CLIP_MODEL",
                                      str(tmp_path / "moved_away.pt")))
-    refused(lambda: build_model(cfg), FileNotFoundError, "MODEL.VILD.CLIP_MODEL .*moved_away.pt.*neither a file", tmp_path)
+    refused(lambda: build_model(cfg), FileNotFoundError, "MODEL.VILD.CLIP_MODEL .*moved_away.pt.*neither a file",
+            tmp_path)
 
 
 def test_clip_file_of_random_bytes(env, tmp_path, monkeypatch):
@@ -179,9 +182,13 @@ def cache(toy_env, tmp_path_factory):
         b[:, 2:] += b[:, :2]
     save_proposals(root / "proposals.npz", [r["image_id"] for r in records], boxes, [np.ones(len(b)) for b in boxes])
     spec = str(toy_env / "clip.pt")
-    build_region_cache(root / "cache", records, lambda r, img: (boxes[records.index(r)], np.ones(len(boxes[records.index(r)]), np.float32)),
-                       load_clip(spec), spec, RegionCacheSettings(num_proposals=4, shard_size=4), dataset_name=TRAIN,
-                       num_workers=0)
+
+    def source(record, image):
+        b = boxes[records.index(record)]
+        return b, np.ones(len(b), np.float32)
+
+    build_region_cache(root / "cache", records, source, load_clip(spec), spec,
+                       RegionCacheSettings(num_proposals=4, shard_size=4), dataset_name=TRAIN, num_workers=0)
     return root
 
 
@@ -202,14 +209,15 @@ def test_cache_of_another_dataset_is_refused(env, tmp_path, cache):
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps(dict(manifest, dataset="someone_else")))
     cfg = _vild_cfg(env, tmp_path, copy)
-    refused(lambda: _train_loader(cfg), CacheMismatchError, "dataset='someone_else' but .*REGION_CACHE_DIR", copy)
+    refused(lambda: _train_loader(cfg), SettingsMismatchError, "dataset: 'someone_else' there, .* asked.*"
+            "REGION_CACHE_DIR", copy)
 
 
 def test_cache_with_foreign_image_ids_is_refused(env, tmp_path, cache):
     # the cache of another world whose ids overlap: named as the cache's dataset, ids not all ours
     cfg = _vild_cfg(env, tmp_path, cache / "cache", "MODEL.VILD.REGION_CACHE_DATASET", TRAIN,
                     "DATASETS.TRAIN", f"('{VAL}',)")
-    refused(lambda: _train_loader(cfg), CacheMismatchError, "image ids the training set does not have.*rebuild",
+    refused(lambda: _train_loader(cfg), SettingsMismatchError, "image ids the training set does not have.*rebuild",
             cache)
 
 
@@ -220,12 +228,13 @@ def test_cache_missing_training_images_is_refused(env, tmp_path, cache):
     manifest["shards"] = manifest["shards"][:1]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     cfg = _vild_cfg(env, tmp_path, copy)
-    refused(lambda: _train_loader(cfg), CacheMismatchError, "lacks .* training images.*SKIP_MISSING_REGIONS", copy)
+    refused(lambda: _train_loader(cfg), SettingsMismatchError, "lacks .* training images.*SKIP_MISSING_REGIONS",
+            copy)
 
 
 def test_more_proposals_asked_than_cached_is_refused(env, tmp_path, cache):
     cfg = _vild_cfg(env, tmp_path, cache / "cache", "MODEL.VILD.NUM_CACHED_PROPOSALS", "300")
-    refused(lambda: _train_loader(cfg), CacheMismatchError, "holds 4 proposals per image but "
+    refused(lambda: _train_loader(cfg), SettingsMismatchError, "holds 4 proposals per image but "
             "MODEL.VILD.NUM_CACHED_PROPOSALS is 300", cache)
 
 
@@ -235,7 +244,8 @@ def test_cache_of_another_clip_is_refused(env, tmp_path, cache):
     with open(other, "ab") as f:
         f.write(b"\0")  # another file: another identity
     cfg = _vild_cfg(env, tmp_path, cache / "cache", "MODEL.VILD.CLIP_MODEL", str(other))
-    refused(lambda: ViLDDatasetMapper(cfg, is_train=True).cache, CacheMismatchError, "clip='sha256:.*expected", cache)
+    refused(lambda: ViLDDatasetMapper(cfg, is_train=True).cache, SettingsMismatchError,
+            "clip: 'sha256:.* there, 'sha256:.* asked", cache)
 
 
 def test_altered_cache_shard_is_refused(env, tmp_path, cache):
@@ -245,8 +255,8 @@ def test_altered_cache_shard_is_refused(env, tmp_path, cache):
     emb.write_bytes(emb.read_bytes()[:-1] + b"\1")
     cfg = _vild_cfg(env, tmp_path, copy)
     mapper = ViLDDatasetMapper(cfg, is_train=True)
-    refused(lambda: mapper(DatasetCatalog.get(TRAIN)[0]), CorruptCacheError, "shard_00000/embeds.npy fails its "
-            "checksum: delete .* and rerun", copy)
+    refused(lambda: mapper(DatasetCatalog.get(TRAIN)[0]), CorruptCacheError, "shard_00000/embeds.npy is altered "
+            r"\(its sha256 differs from its seal; \d+ bytes\): delete .* and rerun", copy)
 
 
 def test_truncated_cache_manifest_is_named(env, tmp_path, cache):
@@ -322,7 +332,8 @@ def test_eval_only_with_weights_of_another_architecture(eval_only, tmp_path):
 
 
 def test_eval_only_with_missing_weights(eval_only, tmp_path):
-    refused(eval_only(tmp_path / "nope.pth"), FileNotFoundError, "MODEL.WEIGHTS .*nope.pth not found", tmp_path / "text")
+    refused(eval_only(tmp_path / "nope.pth"), FileNotFoundError, "MODEL.WEIGHTS .*nope.pth not found",
+            tmp_path / "text")
 
 
 def test_pickled_weights_that_run_code_are_refused(eval_only, tmp_path, monkeypatch):
@@ -353,8 +364,8 @@ def test_altered_checkpoint_fails_its_seal(eval_only, tmp_path, instant_run):
     weights.parent.mkdir()
     shutil.copy(run / "model_final.pth.sha256", weights.parent)
     weights.write_bytes((run / "model_final.pth").read_bytes()[:100_000])  # a copy cut short
-    refused(eval_only(weights), CorruptArtifactError, "checkpoint .*model_final.pth is incomplete or altered .* "
-            "delete it", weights.parent)
+    refused(eval_only(weights), CorruptArtifactError, r"checkpoint .*model_final.pth is incomplete or altered "
+            r"\(100000 bytes, sealed at \d+\) \(its seal: model_final.pth.sha256\): delete it", weights.parent)
 
 
 def test_recipe_stage_does_not_trust_an_unsealed_or_altered_checkpoint(tmp_path):
@@ -425,7 +436,7 @@ def test_demo_same_stem_in_two_folders_keeps_both(env, tmp_path, instant_run, mo
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
     assert len(list((tmp_path / "text").glob("*.npy"))) == 1  # the custom vocabulary's classifier alone
     assert min(Image.open(tmp_path / "out" / "a_x.png").size) >= 480  # a 128 px image is drawn upscaled
-    written = json.loads((tmp_path / "out" / "a_x.json").read_text()), json.loads((tmp_path / "out" / "b_x.json").read_text())
+    written = [json.loads((tmp_path / "out" / f"{name}_x.json").read_text()) for name in "ab"]
     assert [w["image"] for w in written] == [str(tmp_path / "a/x.png"), str(tmp_path / "b/x.png")]
 
 

@@ -14,7 +14,7 @@ from vild_d2.engine import distributed
 from vild_d2.locking import BusyError, exclusive
 from vild_d2.recipe import RecipeSettings, run_recipe
 
-from .conftest import INSTANT, REPO
+from .helpers import INSTANT, REPO
 
 
 @pytest.mark.parametrize("device, processes, hidden", [("cpu", 2, True), ("cuda", 2, False), ("cpu", 1, False),

@@ -13,7 +13,7 @@ from vild_d2.crops import embed_regions
 from vild_d2.kit.toy import TOY_PREFIX
 from vild_d2.modeling import CropEmbedder, ViLDOutputLayers
 
-from .conftest import random_classifier
+from .helpers import random_classifier
 from .test_vild_model import batch
 
 
@@ -87,8 +87,8 @@ def test_whole_model_scores_with_clip_on_crops(toy_env, toy_cfg, tmp_path, test_
     toy_cfg.MODEL.VILD.CLIP_MODEL = str(toy_env / "clip.pt")
     ident = clip_identity(toy_cfg.MODEL.VILD.CLIP_MODEL)
     for key, split, seed in (("TEXT_EMBEDDINGS", "train_base", 0), ("TEST_TEXT_EMBEDDINGS", "val", 1)):
-        setattr(toy_cfg.MODEL.VILD, key, random_classifier(
-            tmp_path / f"{split}.npy", MetadataCatalog.get(f"{TOY_PREFIX}_{split}").thing_classes, seed=seed, clip=ident))
+        names = MetadataCatalog.get(f"{TOY_PREFIX}_{split}").thing_classes
+        setattr(toy_cfg.MODEL.VILD, key, random_classifier(tmp_path / f"{split}.npy", names, seed=seed, clip=ident))
     toy_cfg.MODEL.VILD.MODE = "text"
     torch.manual_seed(0)
     text_model = build_model(toy_cfg).eval()

@@ -21,7 +21,7 @@ from vild_d2.engine import ViLDTrainer, launch, load_config
 from vild_d2.engine.checkpoint import RandomStates
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
 
-from .conftest import INSTANT, random_classifier
+from .helpers import INSTANT, random_classifier
 from .test_amp import batch
 
 TRAIN = "tiny_toy_train_base"
@@ -34,7 +34,8 @@ VARIANTS = {
     "ensemble, one box head": ["MODEL.VILD.MODE", "ensemble", "MODEL.VILD.ENSEMBLE_IMAGE_BOX_HEAD", False],
 }
 SMALL = ["MODEL.BACKBONE.NAME", "build_basic_resnet_fpn_backbone", "MODEL.RESNETS.STEM_OUT_CHANNELS", 32,
-         "MODEL.RESNETS.RES2_OUT_CHANNELS", 32, "MODEL.FPN.OUT_CHANNELS", 64, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50,
+         "MODEL.RESNETS.RES2_OUT_CHANNELS", 32, "MODEL.FPN.OUT_CHANNELS", 64,
+         "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50,
          "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16, "INPUT.MIN_SIZE_TRAIN", (96,), "INPUT.MAX_SIZE_TRAIN", 128]
 
 
@@ -82,8 +83,9 @@ def _train_every_mode(world_root, opts, out):
         model = trainer.model.module
         no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         digest = float(sum(p.detach().double().sum() for p in model.parameters()))
-        report[variant] = {"iterations": trainer.iter, "seconds": time.perf_counter() - t0, "wrapped": type(trainer.model).__name__,
-                           "no_grad": comm.all_gather(no_grad), "digests": comm.all_gather(digest)}
+        report[variant] = {"iterations": trainer.iter, "seconds": time.perf_counter() - t0,
+                           "wrapped": type(trainer.model).__name__, "no_grad": comm.all_gather(no_grad),
+                           "digests": comm.all_gather(digest)}
     # each rank's random states survive a checkpoint: saved by all, restored by each to its own
     saved = torch.load(out / "text/model_final.pth", weights_only=True)["rng"]
     torch.manual_seed(100)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from vild_d2.kit.toy import TOY_PREFIX
 
-from .conftest import INSTANT, run_script
+from .helpers import INSTANT, run_script
 
 
 @pytest.mark.parametrize("scores", [[], ["--scores", "text+clip"]], ids=["model", "text+clip"])
@@ -17,8 +17,9 @@ def test_custom_novel_vocabulary(toy_env, instant_run, tmp_path, scores):
     broken.write_bytes(b"not an image")
     vocab = ["ruby", "medic", "daisy"]  # rare classes: never labelled in training
     log = run_script("demo.py", toy_env, "--config-file", str(INSTANT), "--input", str(images), str(broken),
-                     "--output", str(tmp_path / "out"), "--vocabulary", "custom", "--custom-vocabulary", ",".join(vocab),
-                     "--confidence-threshold", "0.0", *scores, "--opts", "MODEL.WEIGHTS", str(run / "model_final.pth"),
+                     "--output", str(tmp_path / "out"), "--vocabulary", "custom",
+                     "--custom-vocabulary", ",".join(vocab), "--confidence-threshold", "0.0", *scores,
+                     "--opts", "MODEL.WEIGHTS", str(run / "model_final.pth"),
                      "MODEL.VILD.CLIP_MODEL", str(toy_env / "clip.pt"),
                      "MODEL.VILD.TEXT_CACHE_DIR", str(tmp_path / "text"), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
     assert "skipping" in log and "broken.png" in log

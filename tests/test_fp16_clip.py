@@ -75,8 +75,8 @@ def test_region_cache(clips, toy_env, tmp_path):
 
     caches = []
     for name, model in zip(("fp32", "fp16"), clips):
-        build_region_cache(tmp_path / name, records, proposals, model, "name:test", RegionCacheSettings(num_proposals=2),
-                           num_workers=0)
+        build_region_cache(tmp_path / name, records, proposals, model, "name:test",
+                           RegionCacheSettings(num_proposals=2), num_workers=0)
         caches.append(RegionCache(tmp_path / name))
     for r in records:
         (b32, e32, _), (b16, e16, _) = caches[0].get(r["image_id"]), caches[1].get(r["image_id"])

@@ -10,7 +10,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .conftest import REPO
+from .helpers import REPO
 
 # Never required by setup.py: torch/torchvision are the user's CUDA build, any opencv* adds a
 # second cv2, lvis 0.5.3 requires opencv-python.

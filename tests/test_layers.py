@@ -7,6 +7,8 @@ from pathlib import Path
 
 import vild_d2
 
+from .helpers import run
+
 PACKAGE = Path(vild_d2.__file__).parent
 
 
@@ -76,17 +78,15 @@ def test_every_import_follows_the_layer_order():
 def test_the_check_can_fail():
     layers = documented_layers()
     assert layer_of("kit.toy.dataset", layers) > layer_of("data.mapper", layers)
-    assert layer_of("region_cache.builder", layers) > layer_of("data", layers) > layer_of("region_cache.storage", layers)
+    assert (layer_of("region_cache.builder", layers) > layer_of("data", layers)
+            > layer_of("region_cache.storage", layers))
     src = PACKAGE / "data" / "mapper.py"
     assert any(layer_of(t, layers) < layer_of("data", layers) for _, t in imports_of(src))
 
 
 def test_import_vild_d2_registers_no_toy_world():
-    import subprocess
-    import sys
-
     code = ("import sys, vild_d2; from detectron2.data import DatasetCatalog; "
             "print(sorted(m for m in sys.modules if m.startswith('vild_d2.kit')), "
             "[n for n in DatasetCatalog.list() if 'toy' in n])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = run(["-c", code]).stdout
     assert out.strip() == "[] []"

@@ -3,9 +3,6 @@ ViLD-ensemble and proposal-network configs with only the CPU overlay (plus small
 here), all 1,203 LVIS categories on a mini-LVIS, a random CLIP of the exact ViT-B/32 shape, one
 command (tools/run_recipe.py), then train_net.py --eval-only with the LVIS evaluator."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from vild_d2.kit.mini_lvis import MiniLVISSettings, build_mini_lvis
 from vild_d2.kit.random_clip import save_random_clip
 
-from .conftest import REPO
+from .helpers import REPO, run, run_log, subprocess_env
 
 LVIS = REPO / "configs/LVIS-OV"
 # Small where the test allows it (image size, M, proposals, a one-template vocabulary); the
@@ -36,12 +33,6 @@ VERSION: 2
 """
 
 
-def _run(args, env):
-    proc = subprocess.run([sys.executable, *map(str, args)], env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
-
-
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     root = tmp_path_factory.mktemp("mini_lvis")
@@ -50,11 +41,12 @@ def rehearsal(tmp_path_factory):
     (root / "templates.txt").write_text("a photo of a {}.\n")
     small = root / "small.yaml"
     small.write_text(SMALL.format(templates=root / "templates.txt"))
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="2")
+    env = subprocess_env(root, threads=2)
     out = root / "recipe"
-    log = _run(["tools/run_recipe.py", "--config-file", LVIS / "vild_ensemble_R50_FPN.yaml",
-                "--proposal-config", LVIS / "rpn_R50_FPN.yaml", "--overlay", REPO / "configs/overlays/CPU-rehearsal.yaml",
-                "--overlay", small, "--output", out, "MODEL.VILD.CLIP_MODEL", clip], env)
+    log = run_log(["tools/run_recipe.py", "--config-file", LVIS / "vild_ensemble_R50_FPN.yaml",
+                   "--proposal-config", LVIS / "rpn_R50_FPN.yaml",
+                   "--overlay", REPO / "configs/overlays/CPU-rehearsal.yaml",
+                   "--overlay", small, "--output", out, "MODEL.VILD.CLIP_MODEL", clip], env)
     return root, out, env, log
 
 
@@ -77,8 +69,8 @@ def test_eval_only_reproduces_and_scores_make_sense(rehearsal):
     vild = next(out.glob("vild_*"))
     first = json.loads((vild / "eval_results.json").read_text())["lvis_v1_val"]
     assert {"AP", "APr", "APc", "APf"} <= set(first["segm"])
-    _run(["train_net.py", "--eval-only", "--config-file", vild / "config.yaml", "MODEL.WEIGHTS",
-          vild / "model_final.pth", "OUTPUT_DIR", root / "eval"], env)
+    run(["train_net.py", "--eval-only", "--config-file", vild / "config.yaml", "MODEL.WEIGHTS",
+         vild / "model_final.pth", "OUTPUT_DIR", root / "eval"], env)
     again = json.loads((root / "eval/eval_results.json").read_text())["lvis_v1_val"]
     assert again["bbox"]["AP"] == pytest.approx(first["bbox"]["AP"], abs=1e-6)
     detections = json.loads((root / "eval/inference/lvis_v1_val/lvis_instances_results.json").read_text())

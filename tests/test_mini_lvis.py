@@ -16,8 +16,9 @@ from lvis import LVIS
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from vild_d2.artifacts import SettingsMismatchError
 from vild_d2.data import register_ov_lvis_instances
-from vild_d2.kit.mini_lvis import MiniLVISMismatchError, MiniLVISSettings, build_mini_lvis, category_appearance
+from vild_d2.kit.mini_lvis import MiniLVISSettings, build_mini_lvis, category_appearance
 
 TINY = MiniLVISSettings(num_train=6, num_val=3, width=160, height=120, max_size=100, seed=3)
 SPLITS = ("train", "val")
@@ -104,7 +105,8 @@ def test_second_call_keeps_files_other_settings_refused(world):
     mtimes = {p: p.stat().st_mtime_ns for p in world.rglob("*") if p.is_file()}
     assert build_mini_lvis(world, TINY) is False
     assert _hashes(world) == before and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    with pytest.raises(MiniLVISMismatchError, match="other settings"):
+    with pytest.raises(SettingsMismatchError, match=r"mini_lvis_settings.json holds a mini-LVIS world built with "
+                       r"other settings \(seed: 3 there, 4 asked\): choose another output folder"):
         build_mini_lvis(world, MiniLVISSettings(num_train=6, num_val=3, width=160, height=120, max_size=100, seed=4))
 
 
@@ -121,7 +123,8 @@ def test_same_settings_elsewhere_same_bytes_killed_build_redone(world, tmp_path)
 def test_foreign_lvis_files_are_not_overwritten(tmp_path):
     (tmp_path / "lvis").mkdir()
     (tmp_path / "lvis/lvis_v1_val.json").write_text('{"real": "LVIS"}')
-    with pytest.raises(MiniLVISMismatchError, match="did not write"):
+    with pytest.raises(SettingsMismatchError, match="lvis_v1_val.json is there, .* not written by a build of a "
+                       "mini-LVIS world; refusing to overwrite it"):
         build_mini_lvis(tmp_path, TINY)
     assert (tmp_path / "lvis/lvis_v1_val.json").read_text() == '{"real": "LVIS"}'
 
@@ -170,6 +173,15 @@ def test_random_vit_b32_clip_loads_with_real_shapes(tmp_path):
     del model
     mtime = path.stat().st_mtime_ns
     assert save_random_clip(path, "ViT-B/32", seed=0) == path and path.stat().st_mtime_ns == mtime
-    with pytest.raises(FileExistsError, match="seed=1"):
+    with pytest.raises(SettingsMismatchError, match=r"clip.json holds a random CLIP built with other settings "
+                       r"\(seed: 0 there, 1 asked\): delete \S+clip.pt and clip.json, or choose another path"):
         save_random_clip(path, "ViT-B/32", seed=1)
+    sealed = path.read_bytes()
+    path.write_bytes(sealed[:-1] + bytes([sealed[-1] ^ 1]))  # altered: fails its seal, so it is written again
+    assert save_random_clip(path, "ViT-B/32", seed=0) == path and path.read_bytes() == sealed
+    foreign = tmp_path / "real.pt"
+    foreign.write_bytes(b"a CLIP from elsewhere")
+    with pytest.raises(SettingsMismatchError, match="real.pt is there, but not .*real.json"):
+        save_random_clip(foreign, "ViT-B/32", seed=0)
+    assert foreign.read_bytes() == b"a CLIP from elsewhere"
     assert time.time() - start < 120

@@ -1,9 +1,6 @@
 """The main job end to end at tiny sizes: every stage leaves its artifact, a rerun skips them all,
 and a run killed (kill -9) in any of its stages resumes to the same results."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +9,19 @@ import torch
 
 from vild_d2.kit.toy import TOY_PREFIX
 
-from .conftest import REPO, checkpoint_weights, kill_when
+from .helpers import checkpoint_weights, kill_when, run, run_log, start, subprocess_env
 
 
 def _args(out):
-    return [sys.executable, "-m", "vild_d2.kit.pipeline", "--fast", "--output", str(out)]
+    return ["-m", "vild_d2.kit.pipeline", "--fast", "--output", str(out)]
 
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory):
     """(environment, output folder, log) of one uninterrupted ``python -m vild_d2.kit.pipeline --fast``."""
     base = tmp_path_factory.mktemp("pipeline")
-    env = dict(os.environ, DETECTRON2_DATASETS=str(base / "data"), OMP_NUM_THREADS="2")
-    proc = subprocess.run(_args(base / "demo"), env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return env, base / "demo", proc.stdout + proc.stderr
+    env = subprocess_env(base / "data", threads=2)
+    return env, base / "demo", run_log(_args(base / "demo"), env)
 
 
 def test_fast_pipeline_end_to_end_and_cached_rerun(fast_run):
@@ -41,9 +36,9 @@ def test_fast_pipeline_end_to_end_and_cached_rerun(fast_run):
     assert list(demo.glob("region_cache_*/manifest.json"))
     assert list(demo.glob("vild_*/eval_results.json"))
     assert len(list(demo.glob("vild_*/pictures/*.png"))) == 2
-    second = subprocess.run(_args(demo), env=env, capture_output=True, text=True, cwd=REPO)
-    assert second.returncode == 0, second.stderr[-3000:]
-    log2 = second.stdout + second.stderr
+    assert (demo / "latest").resolve() == next(demo.glob("vild_*")).resolve()  # the README's output/demo/latest
+    assert (demo / "latest" / "model_final.pth.sha256").is_file()
+    log2 = run_log(_args(demo), env)
     assert log2.count("cached, skipped") == 8 and "running" not in log2
 
 
@@ -53,10 +48,8 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_results(fast_run, t
     for ready in (lambda: any(out.glob("rpn_*/config.yaml")),  # proposal network training
                   lambda: any(out.glob("region_cache_*/build.json")),  # region cache
                   lambda: any(out.glob("vild_*/config.yaml"))):  # ViLD training
-        proc = subprocess.Popen(_args(out), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert kill_when(proc, ready), "the pipeline ended before the kill"
-    proc = subprocess.run(_args(out), env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        assert kill_when(start(_args(out), env), ready), "the pipeline ended before the kill"
+    run(_args(out), env)
     runs = (reference, out)
     results = [json.loads(next(d.glob("vild_*/eval_results.json")).read_text()) for d in runs]
     assert results[0] == results[1]

@@ -9,7 +9,7 @@ from vild_d2.config import check_same_backbone
 from vild_d2.engine import load_config
 from vild_d2.modeling.pretrained import PRETRAINED_BACKBONES, check_backbone_init, find_convention
 
-from .conftest import REPO
+from .helpers import REPO
 
 CPU_OVERLAY = REPO / "configs/overlays/CPU-rehearsal.yaml"
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "overlays" not in p.parts)

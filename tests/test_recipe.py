@@ -1,9 +1,6 @@
 """The recipe on a user's own LVIS-format dataset, registered only through the config; every tool
 sees that dataset; training keeps images whose objects are all novel for their cached regions."""
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +10,7 @@ from vild_d2.engine import load_config
 from vild_d2.engine.trainer import training_records
 from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX
 
-from .conftest import REPO, TOY_CFG
+from .helpers import REPO, TOY_CFG, run, run_log, subprocess_env
 
 TINY = """SOLVER:
   IMS_PER_BATCH: 2
@@ -34,7 +31,8 @@ def _user_configs(toy_env, tmp_path):
     world = toy_env / TOY_PREFIX
     register = [["my_train", str(world / SPLIT_FILES["train_full"]), str(world / "images"), "base"],
                 ["my_val", str(world / SPLIT_FILES["val"]), str(world / "images"), "all"]]
-    datasets = f"DATASETS:\n  TRAIN: ('my_train',)\n  TEST: ('my_val',)\n  VILD:\n    REGISTER: {json.dumps(register)}\n"
+    datasets = ("DATASETS:\n  TRAIN: ('my_train',)\n  TEST: ('my_val',)\n"
+                f"  VILD:\n    REGISTER: {json.dumps(register)}\n")
     paths = []
     for name, base, test in (("vild", "ViLD-Toy-ensemble.yaml", True), ("rpn", "RPN-Toy-Lite-FPN.yaml", False)):
         path = tmp_path / f"my_{name}.yaml"
@@ -45,43 +43,35 @@ def _user_configs(toy_env, tmp_path):
     return paths + [tmp_path / "tiny.yaml"]
 
 
-def _run(args, env):
-    proc = subprocess.run([sys.executable, *map(str, args)], env=env, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
-
-
 def test_recipe_on_a_dataset_registered_only_in_the_config(toy_env, tmp_path):
     vild, rpn, tiny = _user_configs(toy_env, tmp_path)
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = subprocess_env(threads=2)
     cmd = ["tools/run_recipe.py", "--config-file", vild, "--proposal-config", rpn, "--overlay", tiny,
            "--output", tmp_path / "out", "MODEL.VILD.CLIP_MODEL", toy_env / "clip.pt"]
-    log = _run(cmd[:-2] + ["--num-gpus", "2"] + cmd[-2:], env)  # every stage in two processes (gloo)
+    log = run_log(cmd[:-2] + ["--num-gpus", "2"] + cmd[-2:], env)  # every stage in two processes (gloo)
     assert "my_val" in log and "APr" in log
     out = tmp_path / "out"
     results = json.loads(next(out.glob("vild_*/eval_results.json")).read_text())
     assert {"AP", "APr", "APc", "APf"} <= set(results["my_val"]["segm"])
     recall = json.loads(next(out.glob("rpn_*/recall_my_val.json")).read_text())
     assert recall["objects"]["novel"] + recall["objects"]["base"] > 0
-    rerun = _run(cmd, env)
+    rerun = run_log(cmd, env)
     assert rerun.count("cached, skipped") == 5 and ": running" not in rerun
 
     # the tools a user runs by hand see the same dataset through the same config
-    _run(["tools/build_text_classifier.py", "--config-file", vild, "--opts", "MODEL.VILD.CLIP_MODEL",
-          toy_env / "clip.pt", "MODEL.VILD.TEXT_CACHE_DIR", tmp_path / "cls"], env)
+    run(["tools/build_text_classifier.py", "--config-file", vild, "--opts", "MODEL.VILD.CLIP_MODEL",
+         toy_env / "clip.pt", "MODEL.VILD.TEXT_CACHE_DIR", tmp_path / "cls"], env)
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "cls").glob("*.json")]
     assert sorted(s["num_classes"] for s in sidecars) == [16, 24]
-    _run(["tools/build_region_cache.py", "--config-file", vild, "--detector-config", rpn, "--detector-weights",
-          next(out.glob("rpn_*/model_final.pth")), "--output", tmp_path / "cache", "--num-workers", "0",
-          "MODEL.VILD.CLIP_MODEL", toy_env / "clip.pt", "MODEL.VILD.NUM_CACHED_PROPOSALS", "4"], env)
+    run(["tools/build_region_cache.py", "--config-file", vild, "--detector-config", rpn, "--detector-weights",
+         next(out.glob("rpn_*/model_final.pth")), "--output", tmp_path / "cache", "--num-workers", "0",
+         "MODEL.VILD.CLIP_MODEL", toy_env / "clip.pt", "MODEL.VILD.NUM_CACHED_PROPOSALS", "4"], env)
     assert json.loads((tmp_path / "cache/manifest.json").read_text())["dataset"] == "my_train"
 
 
 def test_unregistered_dataset_error_names_the_fix(toy_env, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "tools/build_region_cache.py", "--config-file", str(TOY_CFG), "--dataset",
-                           "nobody_registered_me", "--proposals", str(tmp_path / "p.pkl"), "--output", str(tmp_path / "c")],
-                          env=env, capture_output=True, text=True, cwd=REPO)
+    proc = run(["tools/build_region_cache.py", "--config-file", TOY_CFG, "--dataset", "nobody_registered_me",
+                "--proposals", tmp_path / "p.pkl", "--output", tmp_path / "c"], subprocess_env(), expect_rc=None)
     assert proc.returncode != 0 and "DATASETS.VILD.REGISTER" in proc.stderr
 
 

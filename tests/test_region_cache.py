@@ -1,10 +1,6 @@
 """Region cache: round trip, augmentation consistency, kill + resume, 2-process build, bad input."""
 import os
 import pickle
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +11,17 @@ from detectron2.data import transforms as T
 from detectron2.engine import launch
 from detectron2.structures import BitMasks, BoxMode
 
+from vild_d2.artifacts import SettingsMismatchError
 from vild_d2.clip_model import load_clip
 from vild_d2.data import ViLDDatasetMapper
 from vild_d2.kit.toy import TOY_PREFIX
-from vild_d2.region_cache import CacheMismatchError, CorruptCacheError, RegionCache
+from vild_d2.region_cache import CorruptCacheError, RegionCache
 from vild_d2.region_cache.builder import RegionCacheSettings, build_region_cache
 from vild_d2.region_cache.cli import build_from_args, make_parser
 from vild_d2.region_cache.proposals import ProposalFileSource, read_proposals, save_proposals
 from vild_d2.region_cache.storage import write_manifest, write_shard
 
-from .conftest import REPO, TOY_CFG
+from .helpers import REPO, TOY_CFG, kill_when, run, start, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +52,8 @@ class _RunsCode:
 
 
 def test_proposal_files_npz_and_plain_data_pickles(world, tmp_path):
-    npz, pkl = read_proposals(str(world / "proposals.npz")), read_proposals(str(world / "proposals.pkl"), allow_pickle=True)
+    npz = read_proposals(str(world / "proposals.npz"))
+    pkl = read_proposals(str(world / "proposals.pkl"), allow_pickle=True)
     assert sorted(npz) == sorted(pkl) and len(npz) == 10
     for i in npz:
         np.testing.assert_array_equal(npz[i][0], pkl[i][0])
@@ -73,8 +71,9 @@ def test_proposal_files_npz_and_plain_data_pickles(world, tmp_path):
 def _build(world, out, shard_size=3, combine="sum"):
     settings = RegionCacheSettings(num_proposals=8, shard_size=shard_size, combine=combine)
     model = load_clip(str(world / "clip.pt"))
-    return build_region_cache(out, DatasetCatalog.get("tiny_toy_train_full"), ProposalFileSource(str(world / "proposals.npz")),
-                              model, str(world / "clip.pt"), settings, dataset_name="tiny_toy_train_full", num_workers=0)
+    source = ProposalFileSource(str(world / "proposals.npz"))
+    return build_region_cache(out, DatasetCatalog.get("tiny_toy_train_full"), source, model, str(world / "clip.pt"),
+                              settings, dataset_name="tiny_toy_train_full", num_workers=0)
 
 
 def _bytes(folder):
@@ -91,7 +90,7 @@ def test_storage_round_trip_several_shards(tmp_path):
         b = [rng.uniform(0, 50, (c, 4)).astype(np.float32) for c in counts]
         e = [rng.normal(size=(c, 8)).astype(np.float16) for c in counts]
         s = [rng.normal(size=c).astype(np.float32) for c in counts]
-        shards.append({"name": f"shard_{k:05d}", "checksums": write_shard(tmp_path, k, ids, b, e, s)})
+        shards.append({"name": f"shard_{k:05d}", "seals": write_shard(tmp_path, k, ids, b, e, s)})
         written.update({i: (bb, ee, ss) for i, bb, ee, ss in zip(ids, b, e, s)})
     write_manifest(tmp_path, {"dim": 8, "shards": shards})
     cache = RegionCache(tmp_path)
@@ -158,20 +157,22 @@ def test_mapper_missing_entry_error_and_skip(world, tmp_path, toy_cfg):
 
 def test_corrupt_shard_and_manifest_mismatch(world, tmp_path, toy_cfg):
     out = _build(world, tmp_path / "c")
-    with pytest.raises(CacheMismatchError, match="dim=64 but 512"):
+    with pytest.raises(SettingsMismatchError, match=r"holds a region cache built with other settings \(dim: 64 there, "
+                       r"512 asked\): rebuild the cache"):
         RegionCache(out, expected={"dim": 512})
-    with pytest.raises(CacheMismatchError, match="num_proposals=8 but 300"):
+    with pytest.raises(SettingsMismatchError, match="num_proposals: 8 there, 300 asked"):
         RegionCache(out, expected={"num_proposals": 300})
-    with pytest.raises(CacheMismatchError, match="clip="):
+    with pytest.raises(SettingsMismatchError, match="clip: 'sha256:.* there, 'name:ViT-B/32' asked"):
         RegionCache(out, expected={"clip": "name:ViT-B/32"})
-    with pytest.raises(CacheMismatchError, match="other settings"):
+    with pytest.raises(SettingsMismatchError, match=r"build.json holds a region cache built with other settings "
+                       r"\(shard_size: 3 there, 2 asked\): use another output folder, or delete \S+ to rebuild it"):
         _build(world, out, shard_size=2)
     emb = out / "shard_00001" / "embeds.npy"
     data = bytearray(emb.read_bytes())
     data[-1] ^= 0xFF
     emb.write_bytes(bytes(data))
     cache = RegionCache(out)
-    with pytest.raises(CorruptCacheError, match="shard_00001.*checksum"):
+    with pytest.raises(CorruptCacheError, match="shard_00001/embeds.npy is altered"):
         cache.get(DatasetCatalog.get("tiny_toy_train_full")[3]["image_id"])
 
 
@@ -183,20 +184,15 @@ def _cli(world, out, *extra):
 
 
 def test_sigkill_then_resume_is_byte_identical(world, tmp_path):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(world), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(REPO / "tools/build_region_cache.py")]
-    subprocess.run(cmd + _cli(world, tmp_path / "full"), env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd + _cli(world, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "killed" / "shard_00002").exists() and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    env = subprocess_env(world)
+    cmd = [REPO / "tools/build_region_cache.py"]
+    run(cmd + _cli(world, tmp_path / "full"), env)
+    kill_when(start(cmd + _cli(world, tmp_path / "killed"), env), (tmp_path / "killed" / "shard_00002").exists,
+              timeout=120)
     assert not (tmp_path / "killed" / "manifest.json").exists(), "the build finished before it was killed"
     with pytest.raises(FileNotFoundError, match="manifest.json missing"):
         RegionCache(tmp_path / "killed")
-    subprocess.run(cmd + _cli(world, tmp_path / "killed"), env=env, check=True, capture_output=True)
+    run(cmd + _cli(world, tmp_path / "killed"), env)
     assert _bytes(tmp_path / "killed") == _bytes(tmp_path / "full")
     assert RegionCache(tmp_path / "killed").manifest["shards"] == RegionCache(tmp_path / "full").manifest["shards"]
 
@@ -206,8 +202,7 @@ def test_two_process_gloo_build_is_byte_identical(world, tmp_path, monkeypatch):
     # as a subprocess for the same reason.
     monkeypatch.setenv("DETECTRON2_DATASETS", str(world))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    subprocess.run([sys.executable, str(REPO / "tools/build_region_cache.py"), *_cli(world, tmp_path / "one")],
-                   check=True, capture_output=True)
+    run([REPO / "tools/build_region_cache.py", *_cli(world, tmp_path / "one")])
     args = make_parser().parse_args(_cli(world, tmp_path / "two", "--num-gpus", "2"))
     launch(build_from_args, 2, dist_url="auto", args=(args,))
     assert _bytes(tmp_path / "one") == _bytes(tmp_path / "two")

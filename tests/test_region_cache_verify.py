@@ -12,9 +12,10 @@ import pytest
 from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
 
-from vild_d2.artifacts import file_sha256
+from vild_d2 import artifacts
+from vild_d2.artifacts import SettingsMismatchError, file_sha256, seal_record
 from vild_d2.data import ViLDDatasetMapper
-from vild_d2.region_cache import CorruptCacheError, storage, verify_region_cache
+from vild_d2.region_cache import CorruptCacheError, RegionCache, storage, verify_region_cache
 
 from .test_bad_inputs import refused
 from .test_region_cache import _build, _bytes, world  # noqa: F401 (world: the fixture)
@@ -36,13 +37,13 @@ def cache(pristine, tmp_path):
 
 @pytest.fixture
 def hashed(monkeypatch):
-    """The paths :func:`file_sha256` is asked to hash in the region cache code, in call order."""
+    """The paths :func:`file_sha256` is asked to hash (by the seal checks of vild_d2.artifacts), in call order."""
     calls = []
 
     def counting(path):
         calls.append(str(path))
         return file_sha256(path)
-    monkeypatch.setattr(storage, "file_sha256", counting)
+    monkeypatch.setattr(artifacts, "file_sha256", counting)
     return calls
 
 
@@ -65,11 +66,11 @@ def _flip_last_byte(path):
 
 
 def _rewrite(root, k, name, array):
-    """Replace an array of shard ``k`` and record its checksum in the manifest, as a builder with a
+    """Replace an array of shard ``k`` and record its seal in the manifest, as a builder with a
     bug would: only the shape checks can catch it."""
     np.save(root / f"shard_{k:05d}" / f"{name}.npy", array)
     manifest = json.loads((root / "manifest.json").read_text())
-    manifest["shards"][k]["checksums"][name] = file_sha256(root / f"shard_{k:05d}" / f"{name}.npy")
+    manifest["shards"][k]["seals"][f"{name}.npy"] = seal_record(root / f"shard_{k:05d}" / f"{name}.npy")
     (root / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -81,13 +82,14 @@ def _index_past_the_end(root):
 
 DAMAGE = {
     "deleted boxes.npy": (lambda c: (c / "shard_00001" / "boxes.npy").unlink(),
-                          r"1 of 4 shards damaged: shard_00001: boxes.npy missing\. Fix: delete \S+/c/shard_00001 and "
-                          r"rerun tools/build_region_cache.py \(or tools/run_recipe.py\), which rebuilds missing shards"),
+                          r"1 of 4 shards damaged: shard_00001: boxes.npy is missing\. Fix: delete \S+/c/shard_00001 "
+                          r"and rerun tools/build_region_cache.py \(or tools/run_recipe.py\), which rebuilds missing "
+                          r"shards"),
     "truncated embeds.npy": (lambda c: os.truncate(c / "shard_00002" / "embeds.npy", 1000),
-                             r"shard_00002: embeds.npy fails its checksum \(1000 bytes: truncated or altered\)\. Fix: "
-                             r"delete \S+/c/shard_00002 and rerun"),
+                             r"shard_00002: embeds.npy is incomplete or altered \(1000 bytes, sealed at \d+\)\. "
+                             r"Fix: delete \S+/c/shard_00002 and rerun"),
     "flipped byte": (lambda c: _flip_last_byte(c / "shard_00000" / "scores.npy"),
-                     r"shard_00000: scores.npy fails its checksum \(\d+ bytes: truncated or altered\)"),
+                     r"shard_00000: scores.npy is altered \(its sha256 differs from its seal; \d+ bytes\)"),
     "missing shard folder": (lambda c: shutil.rmtree(c / "shard_00003"), r"shard_00003: folder missing\. Fix: delete"),
     "index past the regions": (_index_past_the_end, r"shard_00001: index.npy rows \[2\] point outside the \d+ regions"),
     "embeds of another D": (lambda c: _rewrite(c, 0, "embeds", np.zeros((len(np.load(c / "shard_00000" / "boxes.npy")),
@@ -132,10 +134,10 @@ def test_stamp_skips_hashing_until_a_file_changes(cache, hashed):
     os.utime(embeds, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # same bytes, another version: checked again
     assert verify_region_cache(cache) == [0, 1, 2, 3] and len(hashed) == NUM_FILES
     _flip_last_byte(embeds)
-    with pytest.raises(CorruptCacheError, match="shard_00001: embeds.npy fails its checksum"):
+    with pytest.raises(CorruptCacheError, match="shard_00001: embeds.npy is altered"):
         verify_region_cache(cache)
     (cache / "verified.json").write_text("{trunc")  # a garbled stamp is ignored, never trusted
-    with pytest.raises(CorruptCacheError, match="shard_00001: embeds.npy fails its checksum"):
+    with pytest.raises(CorruptCacheError, match="shard_00001: embeds.npy is altered"):
         verify_region_cache(cache)
 
 
@@ -186,7 +188,7 @@ def test_every_rank_raises_the_same_error_and_rank0_stamps(pristine, cache, monk
     (cache / "shard_00003" / "scores.npy").unlink()  # in rank 1's share
     errors = group.run(verify)
     assert all(isinstance(e, CorruptCacheError) for e in errors) and str(errors[0]) == str(errors[1])
-    assert "1 of 4 shards damaged: shard_00003: scores.npy missing" in str(errors[0])
+    assert "1 of 4 shards damaged: shard_00003: scores.npy is missing" in str(errors[0])
     shutil.copy2(pristine / "shard_00003" / "scores.npy", cache / "shard_00003" / "scores.npy")
     assert group.run(verify) == [[0, 2], [1, 3]]
     assert group.run(verify) == [[], []]  # the shares together were complete: stamped
@@ -198,7 +200,7 @@ def test_rebuild_repairs_damaged_shards_byte_identically(world, pristine, cache,
     with caplog.at_level("WARNING"):
         _build(world, cache)
     damaged = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
-    assert len(damaged) == 1 and "shard_00003 is damaged (embeds.npy fails its checksum" in damaged[0]
+    assert len(damaged) == 1 and "shard_00003 is damaged (embeds.npy is altered" in damaged[0]
     (cache / "verified.json").unlink()  # (_bytes compares every other file)
     assert _bytes(cache) == _bytes(pristine) and not list(cache.glob(".shard_*"))
     assert (cache / "manifest.json").read_text() == (pristine / "manifest.json").read_text()
@@ -206,3 +208,18 @@ def test_rebuild_repairs_damaged_shards_byte_identically(world, pristine, cache,
     del hashed[:]
     _build(world, cache)  # a rerun over a cache verified since: nothing hashed, nothing rebuilt
     assert hashed == [] and verify_region_cache(cache) == []  # the files are those the stamp vouches for
+
+
+def test_cache_of_an_older_format_is_refused_with_the_fix(world, cache):  # noqa: F811
+    """A cache of another on-disk format (as one written before its shards were sealed) is refused by
+    readers and by a build into its folder, with the fix: delete it and rebuild."""
+    for name in ("manifest.json", "build.json"):
+        data = json.loads((cache / name).read_text())
+        (cache / name).write_text(json.dumps(dict(data, version=1)))
+    new = storage.FORMAT_VERSION
+    refused(lambda: RegionCache(cache), SettingsMismatchError, r"holds a region cache built with other settings "
+            rf"\(version: 1 there, {new} asked\): this vild_d2 reads region caches of format {new} only: delete "
+            r"\S+/c and rebuild it", cache)
+    refused(lambda: verify_region_cache(cache), SettingsMismatchError, rf"version: 1 there, {new} asked", cache)
+    refused(lambda: _build(world, cache), SettingsMismatchError, rf"build.json holds a region cache built with "
+            rf"other settings \(version: 1 there, {new} asked\): use another output folder, or delete", cache)

@@ -6,14 +6,8 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from lvis import LVIS
 
-from vild_d2.kit.toy import (
-    SPLIT_FILES,
-    TOY_PREFIX,
-    ToyWorldMismatchError,
-    ToyWorldSettings,
-    build_toy_world,
-    register_toy_world,
-)
+from vild_d2.artifacts import SettingsMismatchError
+from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX, ToyWorldSettings, build_toy_world, register_toy_world
 
 TINY = ToyWorldSettings(num_train=12, num_val=4, seed=3)
 
@@ -92,9 +86,17 @@ def test_missing_world_names_the_config_entry(tmp_path):
 
 def test_existing_world_is_reused_and_never_overwritten(world):
     assert build_toy_world(world, TINY) is False
-    with pytest.raises(ToyWorldMismatchError, match="seed"):
+    with pytest.raises(SettingsMismatchError, match=r"holds a toy world built with other settings \(seed: 3 there, "
+                       r"9 asked\): use another folder, or delete \S+ to build it anew"):
         build_toy_world(world, ToyWorldSettings(num_train=12, num_val=4, seed=9))
     assert json.loads((world / "settings.json").read_text())["seed"] == TINY.seed
+
+
+def test_folder_of_other_files_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SettingsMismatchError, match=r"notes.txt is there, but not \S+settings.json"):
+        build_toy_world(tmp_path, TINY)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_names_are_opaque_words():

@@ -13,7 +13,7 @@ from vild_d2.engine import ViLDTrainer
 from vild_d2.evaluation import LVISFastEvaluator, OVCOCOEvaluator
 from vild_d2.kit.toy import SPLIT_FILES, TOY_PREFIX
 
-from .conftest import train_net
+from .helpers import train_net
 
 
 def test_lvis_v1_open_vocabulary_split():
@@ -119,8 +119,8 @@ def test_instant_train_eval_then_eval_only_reproduces(toy_env, instant_run, tmp_
     train_net(toy_env, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", str(run / "model_final.pth"))
     again = json.loads((tmp_path / "eval/eval_results.json").read_text())
     # four iterations may detect nothing on some CPUs: then both runs report NaN
-    assert again[f"{TOY_PREFIX}_val"]["bbox"]["AP"] == pytest.approx(results[f"{TOY_PREFIX}_val"]["bbox"]["AP"], abs=1e-6,
-                                                              nan_ok=True)
+    split = f"{TOY_PREFIX}_val"
+    assert again[split]["bbox"]["AP"] == pytest.approx(results[split]["bbox"]["AP"], abs=1e-6, nan_ok=True)
 
 
 def test_model_that_detects_nothing_keeps_mask_rows(toy_env, tmp_path):

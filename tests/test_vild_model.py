@@ -9,7 +9,7 @@ from detectron2.utils.events import EventStorage
 from vild_d2.kit.toy import TOY_PREFIX
 from vild_d2.modeling import MODES
 
-from .conftest import random_classifier
+from .helpers import random_classifier
 
 
 def batch(seed=0, num_regions=(5, 3)):
@@ -141,7 +141,8 @@ def test_merged_pooling_equals_separate_passes(toy_cfg, mode):
     image_head = heads.image_box_head if mode == "ensemble" else heads.box_head
     pooled = image_head(heads.box_pooler([features[f] for f in heads.box_in_features],
                                          [r.proposal_boxes for r in regions]))
-    image = heads.image_loss_weight * heads.box_predictor.image_loss(pooled, torch.cat([r.clip_embeds for r in regions]))
+    clip_embeds = torch.cat([r.clip_embeds for r in regions])
+    image = heads.image_loss_weight * heads.box_predictor.image_loss(pooled, clip_embeds)
     assert merged["loss_image"].item() == pytest.approx(image.item(), rel=1e-5)
     for k in separate:
         assert merged[k].item() == pytest.approx(separate[k].item(), rel=1e-5)
@@ -199,8 +200,9 @@ def test_distillation_fit_groups_regions_exactly(toy_env, toy_cfg, monkeypatch):
             return boxes, targets.numpy(), np.zeros(len(boxes), np.float32)
 
     out = distillation_fit(model, Cache(), records, novel)
-    for group, classes in (("novel", [c for r in records for a in r["annotations"] if (c := a["category_id"]) in novel]),
-                           ("base", [c for r in records for a in r["annotations"] if (c := a["category_id"]) not in novel])):
+    labels = [a["category_id"] for r in records for a in r["annotations"]]
+    novel_labels, base_labels = [c for c in labels if c in novel], [c for c in labels if c not in novel]
+    for group, classes in (("novel", novel_labels), ("base", base_labels)):
         assert out[group]["regions"] == len(classes)
         assert out[group]["clip_accuracy"] == 1.0
         assert out[group]["student_accuracy"] == pytest.approx(sum(c == 0 for c in classes) / len(classes))

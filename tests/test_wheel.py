@@ -2,8 +2,6 @@
 configs (vild_d2.model_zoo) and the prompt templates; an installed copy finds them without the
 checkout."""
 import os
-import subprocess
-import sys
 import zipfile
 
 from .helpers import REPO, run
@@ -24,7 +22,6 @@ def test_the_wheel_carries_configs_and_templates_and_finds_them_installed(tmp_pa
     code = ("import vild_d2, vild_d2.model_zoo as z, vild_d2.text_classifier as t; "
             "print(vild_d2.__file__); print(z.get_config_file('toy/ViLD-Toy-ensemble.yaml')); "
             "print(len(t.read_templates()))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=str(tmp_path / "site"))).stdout.split()
+    out = run(["-c", code], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(tmp_path / "site"))).stdout.split()
     assert all(line.startswith(str(tmp_path / "site")) for line in out[:2]), out
     assert int(out[2]) > 0
