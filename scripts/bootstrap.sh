@@ -20,7 +20,16 @@ inputs_hash() {
     | sha256sum | cut -d' ' -f1
 }
 want=$(inputs_hash)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+ready() { [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; }
+if ready; then
+  exit 0
+fi
+# One bootstrap at a time (`make test` and `make demo` started together on a fresh machine): a
+# second one waits for the first and then finds its stamp.
+mkdir -p "$VENV"
+exec 9>"$VENV/.bootstrap.lock"
+flock 9
+if ready; then
   exit 0
 fi
 
