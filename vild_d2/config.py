@@ -121,7 +121,8 @@ def settings_read(cfg: CN, ignore: Sequence[str] = ()) -> Dict[str, object]:
     """The settings a job on ``cfg`` reads, as a cache key of its output folder: every key whose
     value differs from :func:`vild_defaults`, except ``OUTPUT_DIR`` (the folder itself) and keys
     under the ``ignore`` prefixes (sections the job does not read). A key added to the defaults
-    later leaves the settings of existing configs as they were, so their folders are kept."""
+    later leaves the settings of existing configs as they were, so their folders are kept; so does a
+    default whose value changes in the code: a new version of vild_d2 wants a new output folder."""
     defaults = _flatten(vild_defaults(), "")
     values = _flatten(cfg, "")
     return {k[1:]: v for k, v in sorted(values.items())
