@@ -35,3 +35,10 @@ def test_pictures_show_images_with_novel_objects_first():
     records = [{"image_id": i, "annotations": [{"category_id": c} for c in cats]}
                for i, cats in enumerate([[0], [2, 7], [], [7], [1, 3]])]
     assert [r["image_id"] for r in novel_first(records, [7, 3])] == [1, 3, 4, 0, 2]
+
+
+def test_default_scale_upscales_small_images_but_not_long_strips():
+    names = [f"c{i}" for i in range(6)]
+    assert draw_detections(np.zeros((40, 60, 3), np.uint8), _instances()[[]], names).shape == (480, 720, 3)
+    # a 3 x 4000 strip: upscaling its short side to 480 px would draw a 640,000 px wide canvas
+    assert draw_detections(np.zeros((3, 4000, 3), np.uint8), _instances()[[]], names).shape == (3, 4000, 3)

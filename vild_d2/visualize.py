@@ -9,6 +9,7 @@ from detectron2.utils.visualizer import Visualizer
 __all__ = ["draw_detections", "best_label_per_object", "detections_to_json"]
 
 MIN_DRAWN_SIDE = 480  # smaller images are drawn upscaled, so that labels fit and stay readable
+MAX_UPSCALED_SIDE = 1600  # but never so much that a long thin strip becomes a giant canvas
 NOVEL_COLOUR = (1.0, 0.0, 1.0)
 BASE_COLOUR = (0.0, 0.8, 1.0)
 
@@ -24,10 +25,12 @@ def draw_detections(image: np.ndarray, inst: Instances, class_names: Sequence[st
                     novel_ids: Sequence[int] = (), scale: Optional[float] = None,
                     one_label_iou: Optional[float] = 0.5) -> np.ndarray:
     """H x W x 3 RGB image with boxes, masks and ``name score`` labels; novel classes in magenta.
-    ``scale``: drawing scale (None: upscale so the shorter side is at least ``MIN_DRAWN_SIDE``).
+    ``scale``: drawing scale (None: upscale so the shorter side is at least ``MIN_DRAWN_SIDE``, the
+    longer one at most ``MAX_UPSCALED_SIDE``).
     ``one_label_iou``: draw only each object's best label (``best_label_per_object``); None: all."""
     if scale is None:
-        scale = max(1.0, MIN_DRAWN_SIDE / max(1, min(image.shape[:2])))
+        scale = min(max(1.0, MIN_DRAWN_SIDE / max(1, min(image.shape[:2]))),
+                    max(1.0, MAX_UPSCALED_SIDE / max(image.shape[:2])))
     if one_label_iou is not None:
         inst = best_label_per_object(inst, one_label_iou)
     novel = set(novel_ids)
