@@ -6,7 +6,8 @@
         [--scores text+clip] --opts MODEL.WEIGHTS output/demo/vild_xxx/model_final.pth
 
 Writes one PNG (boxes, masks, class names, scores; novel classes in magenta) and one JSON of
-detections per image into --output.
+detections per image into --output. With --serve instead of --input/--output, a web page on
+http://127.0.0.1:8000/ takes vocabularies and images and shows the same (docs/web.md).
 """
 import argparse
 import sys
@@ -26,24 +27,38 @@ from vild_d2.visualize import detections_to_json, draw_detections
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--input", nargs="+", required=True, help="image files, folders or globs")
-    p.add_argument("--output", required=True, help="folder for PNG + JSON per image")
+    p.add_argument("--input", nargs="+", help="image files, folders or globs")
+    p.add_argument("--output", help="folder for PNG + JSON per image")
     p.add_argument("--vocabulary", default="custom", help="lvis | coco | a dataset the config registers | custom")
     p.add_argument("--custom-vocabulary", default="", help="'class a,class b' or a file, one class per line")
     p.add_argument("--confidence-threshold", type=float, default=0.3)
     p.add_argument("--scores", choices=TEST_SCORES, default=None, help="model: the trained heads; clip: CLIP on each "
                    "proposal's crops; text+clip: the text head ensembled with CLIP on the crops (sets "
                    "MODEL.VILD.TEST_SCORES; default: the config's)")
+    p.add_argument("--serve", action="store_true", help="instead of --input/--output: a web page to type "
+                   "vocabularies and drop images on (docs/web.md); the model stays loaded")
+    p.add_argument("--host", default="127.0.0.1", help="--serve: address to listen on (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000, help="--serve: port (0: any free one)")
+    p.add_argument("--max-megapixels", type=float, default=20.0, help="--serve: larger images are refused")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="background processes reading and decoding images (0: none)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = p.parse_args()
+    if not args.serve and not (args.input and args.output):
+        p.error("--input and --output are required (or --serve for the web page)")
     logger = setup_logger(name="vild_d2")
     scores = ["MODEL.VILD.TEST_SCORES", args.scores] if args.scores else []
     cfg = load_config(args.config_file, scores + args.opts)  # registers DATASETS.VILD.REGISTER, as train_net.py does
+    if args.serve:
+        from vild_d2.serve import serve  # starlette + uvicorn: only the web page needs them
+
+        return serve(cfg, args.vocabulary, args.custom_vocabulary, args.host, args.port,
+                     args.confidence_threshold, args.max_megapixels)
     predictor = VocabularyPredictor(cfg, vocabulary_source(args.vocabulary, args.custom_vocabulary))
     paths = expand_inputs(args.input)
     stems = output_stems(paths)  # a/x.png and b/x.png must not overwrite each other's results
     failed = []
-    for path, image, inst in predictor.run(paths, args.confidence_threshold):
+    for path, image, inst in predictor.run(paths, args.confidence_threshold, args.batch_size, args.workers):
         if image is None:
             failed.append(path)
             continue

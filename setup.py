@@ -33,7 +33,15 @@ LEFT_TO_BOOTSTRAP: Dict[str, str] = {
     "ftfy": "required by clip-anytorch",
     "regex": "required by clip-anytorch",
     "pytest": "runs the tests only",
+    # ONNX export only (the `export` extra): TorchScript export and everything else run without them
+    "onnx": "ONNX export only (extras_require 'export')",
+    "onnxruntime": "runs ONNX exports only (extras_require 'export')",
     "ruff": "lints the code (make lint, CI) only",
+    "selenium": "the browser test of the web page only",
+    # optional: extras_require["web"] below
+    "starlette": "the web page only (demo.py --serve): pip install vild_d2[web]",
+    "uvicorn": "the web page only (demo.py --serve): pip install vild_d2[web]",
+    "python-multipart": "the web page only (demo.py --serve): pip install vild_d2[web]",
     # detectron2's own dependencies: a user's detectron2 brings them (detectron2 pins some,
     # e.g. iopath<0.1.10, that requirements.txt does not match); the bootstrap installs
     # detectron2 with --no-deps, hence these pins.
@@ -74,6 +82,16 @@ def install_requires() -> List[str]:
     ]
 
 
+def extras_require() -> Dict[str, List[str]]:
+    """Optional features: ``pip install -e .[NAME]``."""
+    return {
+        # the web page (vild_d2.serve); starlette 1.6 added Route(max_body_size=...)
+        "web": ["starlette>=1.6", "uvicorn>=0.30", "python-multipart>=0.0.18"],
+        # ONNX export (tools/export_model.py --format onnx) and running ONNX exports (vild_d2.export)
+        "export": ["onnx>=1.16", "onnxruntime>=1.17"],
+    }
+
+
 def link_configs() -> List[str]:
     """Put ``configs/`` inside the package as ``vild_d2/model_zoo/configs`` (a link to the checkout's
     folder, a copy where links are not possible), so that ``pip install .`` ships the configs the
@@ -100,6 +118,7 @@ if __name__ == "__main__":  # pip runs setup.py as __main__; tests read install_
         description="ViLD open-vocabulary detection as a Detectron2 plugin",
         python_requires=">=3.9",
         packages=find_packages(include=["vild_d2", "vild_d2.*"]),
-        package_data={"vild_d2": ["data/*.txt"], "vild_d2.model_zoo": link_configs()},
+        package_data={"vild_d2": ["data/*.txt", "serve.html"], "vild_d2.model_zoo": link_configs()},
         install_requires=install_requires(),
+        extras_require=extras_require(),
     )

@@ -7,7 +7,7 @@ and the random CLIP that let everything run on a CPU are a kit on top: :mod:`vil
 
 Layers, lowest first; a module imports only from its own layer or below (tests/test_layers.py):
 
-1. ``compat``, ``artifacts``, ``locking``, ``model_zoo``: files, seals, locks, shipped configs
+1. ``compat``, ``artifacts``, ``locking``, ``model_zoo``, ``progress``: files, seals, locks, configs, progress lines
 2. ``config``: the ``MODEL.VILD.*`` / ``DATASETS.VILD.*`` keys
 3. ``clip_model``, ``crops``, ``vocabularies``, ``region_cache`` (its storage format)
 4. ``text_classifier``
@@ -15,8 +15,8 @@ Layers, lowest first; a module imports only from its own layer or below (tests/t
 6. ``modeling``
 7. ``evaluation``, ``visualize``
 8. ``engine``
-9. ``region_cache.proposals``, ``region_cache.builder``, ``region_cache.cli``, ``predictor``
-10. ``recipe``
+9. ``region_cache.proposals``, ``region_cache.builder``, ``region_cache.cli``, ``predictor``, ``export``
+10. ``recipe``, ``serve`` (the web page of `demo.py --serve`)
 11. ``kit``: the toy world and the other stand-ins for data and weights; ``make demo``
 """
 from . import data, modeling  # noqa: F401  (registers datasets and model components)

@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .artifacts import atomic_path, cache_key, read_json, write_json
 from .clip_model import check_clip_spec, clip_identity, load_clip
 from .locking import exclusive
+from .progress import progress
 from .vocabularies import load_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def encode_classes(model, synonyms: Sequence[Sequence[str]], templates: Sequence
     owner_t = torch.tensor(owner)[order].to(device)
     sums = torch.zeros(len(synonyms), model.text_projection.shape[1], device=device)
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for start in tqdm(range(0, len(texts), batch_size), desc="text embeddings", unit="batch"):
+    for start in progress(range(0, len(texts), batch_size), desc="text embeddings", unit="batch"):
         idx = order[start:start + batch_size]
         length = int(eot[idx].max()) + 1 if trim else tokens.shape[1]
         with amp:

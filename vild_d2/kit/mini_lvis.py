@@ -25,9 +25,9 @@ import numpy as np
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 from PIL import Image
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from vild_d2.artifacts import atomic_path, check_settings, write_json, write_settings
+from vild_d2.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def build_mini_lvis(root, settings: MiniLVISSettings = MiniLVISSettings()) -> bo
     next_ann_id = 1
     for split in SPLITS:
         objects = [_render(s, split, i, by_group, p)
-                   for i, p in enumerate(tqdm(paths[split], desc=f"mini-LVIS {split} images"))]
+                   for i, p in enumerate(progress(paths[split], desc=f"mini-LVIS {split} images", unit="img"))]
         data = _lvis_json(s, split, objects, next_ann_id)
         freqs = {c["frequency"] for c in data["categories"] if c["instance_count"]}
         if freqs != set(GROUP_WEIGHTS):

@@ -5,8 +5,9 @@ Shapes: R regions, K classes of the active vocabulary, D the CLIP embedding dime
 C the box-head feature size. Class index K (the last) is background, as everywhere in
 Detectron2.
 """
+import contextlib
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +132,20 @@ class ViLDOutputLayers(FastRCNNOutputLayers):
         self.test_class_names = list(class_names) if class_names is not None else None
         if not self.training:
             self.num_classes = k
+
+    @contextlib.contextmanager
+    def vocabulary_tensors(self, embeddings: torch.Tensor, novel_mask: torch.Tensor) -> Iterator[None]:
+        """Inference inside the block classifies against ``embeddings`` (K x D) with ViLD-ensemble's
+        novel weighting where ``novel_mask`` (K bools) is set, the set vocabulary back afterwards.
+        Unlike :meth:`set_vocabulary` it takes tensors as they are, without host-side checks, so that
+        they can be the inputs of a traced graph whose K is free at run time (:mod:`vild_d2.export`)."""
+        saved = self.test_embeddings, self.novel_mask
+        self.test_embeddings = F.normalize(embeddings.float(), dim=1)
+        self.novel_mask = novel_mask.to(torch.bool)
+        try:
+            yield
+        finally:
+            self.test_embeddings, self.novel_mask = saved
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.utils import comm
-from tqdm import tqdm
 
 from ..artifacts import check_settings, read_seals, write_settings
 from ..clip_model import clip_identity
 from ..crops import CROP_COMBINATION, embed_regions
 from ..data.images import image_errors_named
 from ..locking import exclusive
+from ..progress import progress
 from .proposals import select_proposals
 from .storage import FORMAT_VERSION, shard_name, shard_problems, stamp_matches, write_manifest, write_shard
 
@@ -92,8 +92,8 @@ def _build(out: Path, records, proposal_source, clip_model, clip_spec, settings,
     trusted = stamp_matches(out)  # verified complete since, and unchanged: nothing to hash
     todo = [k for k in range(num_shards) if k % world == rank and _needs_build(out, k, fields["dim"], trusted)]
     logger.info("region cache %s: %d shards, %d left for rank %d/%d", out, num_shards, len(todo), rank, world)
-    bar = tqdm(total=sum(len(records[k * settings.shard_size:(k + 1) * settings.shard_size]) for k in todo),
-               unit="img", desc=f"region cache (rank {rank})", disable=not todo)
+    bar = progress(total=sum(len(records[k * settings.shard_size:(k + 1) * settings.shard_size]) for k in todo),
+                   unit="img", desc=f"region cache (rank {rank})", disable=not todo)
     t0, encoder_s = time.perf_counter(), 0.0
     for k in todo:
         shard = records[k * settings.shard_size:(k + 1) * settings.shard_size]

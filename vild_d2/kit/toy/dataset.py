@@ -21,10 +21,10 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from vild_d2.artifacts import SETTINGS, check_settings, read_json, write_json, write_settings
 from vild_d2.locking import exclusive
+from vild_d2.progress import progress
 
 from .scenes import render_scene, toy_categories
 
@@ -76,9 +76,9 @@ def _render_split(settings, split, n, root, workers):
     jobs = [(settings, split, i, image_dir) for i in range(n)]
     desc = f"toy world: {split} images"
     if workers <= 1:
-        return [_render_one(j) for j in tqdm(jobs, desc=desc)]
+        return [_render_one(j) for j in progress(jobs, desc=desc, unit="img")]
     with ProcessPoolExecutor(workers) as pool:
-        return list(tqdm(pool.map(_render_one, jobs, chunksize=32), total=n, desc=desc))
+        return list(progress(pool.map(_render_one, jobs, chunksize=32), total=n, desc=desc, unit="img"))
 
 
 def _lvis_json(split, records, categories, keep_rare: bool, counts: Dict[int, List[int]]):

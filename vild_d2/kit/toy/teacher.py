@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from clip.model import CLIP
 from PIL import Image
 from torchvision.ops import box_iou
-from tqdm import tqdm
 
 from vild_d2.artifacts import atomic_path, cache_key, is_sealed, seal, verify_file, write_json
 from vild_d2.crops import clip_crops, embed_regions
 from vild_d2.locking import exclusive
+from vild_d2.progress import progress
 
 from .dataset import SPLIT_FILES, read_settings
 from .scenes import COLOURS, SHAPES, toy_categories
@@ -163,7 +163,7 @@ def train_toy_clip(world_root, s: TeacherSettings = TeacherSettings(), history: 
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / s.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
-    bar = tqdm(range(s.steps), desc="toy CLIP teacher")
+    bar = progress(range(s.steps), desc="toy CLIP teacher", unit="step")
     for _ in bar:
         # Class-balanced sampling: rare categories are seen as often as frequent ones.
         cls = seen[torch.randint(len(seen), (s.batch_size,), generator=gen)]
