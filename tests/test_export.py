@@ -2,12 +2,14 @@
 eager model's detections in every mode, for two vocabularies of different sizes through one file;
 the manifest refuses what does not fit; the loader returns demo.py's JSON."""
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
+from torchvision.ops import boxes as box_ops
 
 from vild_d2.clip_model import clip_identity
 from vild_d2.export import (
@@ -21,7 +23,7 @@ from vild_d2.export import (
     export_model,
     read_manifest,
 )
-from vild_d2.export.tracing import check_exportable
+from vild_d2.export.tracing import _batched_nms, check_exportable
 from vild_d2.kit.toy import TOY_PREFIX
 from vild_d2.modeling import MODES
 from vild_d2.text_classifier import ClassifierMismatchError
@@ -148,6 +150,22 @@ def test_manifest_refuses_what_does_not_fit(toy_cfg, tmp_path):
         f.write(b"\0")
     with pytest.raises(ExportMismatchError, match="altered"):
         ExportedModel(folder)
+
+
+def test_traced_nms_makes_eagers_choice_at_run_time():
+    """Few candidates: torchvision's coordinate trick; many (LVIS): one NMS per class, as in eager
+    mode. Traced, torchvision would bake the quadratic coordinate trick in."""
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(3000, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(3000, 2, generator=g) * 30], 1)
+    scores, classes = torch.rand(3000, generator=g), torch.randint(0, 40, (3000,), generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(lambda b, s, c: _batched_nms(b, s, c, 0.5), (boxes[:100], scores[:100], classes[:100]))
+    for n in (100, 3000):
+        assert torch.equal(traced(boxes[:n], scores[:n], classes[:n]),
+                           box_ops.batched_nms(boxes[:n], scores[:n], classes[:n], 0.5))
+    assert "prim::CallFunction" in str(traced.graph)  # scripted: its branch stays in the graph
 
 
 def test_crop_scores_cannot_be_exported(toy_cfg):

@@ -7,7 +7,7 @@ beside them, and the loader that runs them on images with a vocabulary file.
 * :mod:`.manifest`: what the graph expects and was made from; mismatched vocabularies are refused.
 * :mod:`.runtime`: :class:`ExportedModel` (the graph) and :class:`ExportedPredictor` (images in,
   ``demo.py``'s detections out).
-* :mod:`.compare`: agreement with the eager model (``tools/export_model.py --verify``, the tests).
+* :mod:`.compare`: agreement with the eager model (``tools/export_model.py --verify-images``, the tests).
 """
 from .compare import compare_detections, eager_predictor, summarize, verify_export
 from .manifest import MANIFEST, ExportMismatchError, read_manifest

@@ -1,5 +1,5 @@
 """How far an exported model's detections are from the eager model's, image by image and in total:
-the check ``tools/export_model.py --verify`` and the tests run."""
+the check ``tools/export_model.py --verify-images`` and the tests run."""
 import logging
 from typing import Callable, Dict, Iterable, List, Sequence
 

@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+from unittest import mock
 
 import torch
 from detectron2.export import TracingAdapter
@@ -23,6 +24,7 @@ from detectron2.export.torchscript_patch import patch_builtin_len
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.structures import Instances
 from detectron2.utils.file_io import PathManager
+from torchvision.ops import boxes as box_ops
 
 from ..artifacts import atomic_path, file_sha256
 from ..engine.checkpoint import load_trained_weights, require_weights
@@ -126,8 +128,21 @@ def _quiet_tracer():
         yield
 
 
+@torch.jit.script_if_tracing
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision's ``batched_nms`` with its eager-mode choice made at run time. Traced, torchvision
+    always takes the coordinate trick: one NMS over all (box, class) candidates, quadratic in their
+    number, which with LVIS's 1,203 classes at score threshold 1e-4 run to tens of thousands per image
+    (benchmarks/bench_export.py). Scripted, this keeps eager's one NMS per class for large inputs."""
+    if boxes.numel() > 4000:  # torchvision's CPU threshold
+        return box_ops._batched_nms_vanilla(boxes, scores, idxs, iou_threshold)
+    return box_ops._batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold)
+
+
 def _trace_torchscript(adapter: TracingAdapter, path: Path) -> None:
-    with _quiet_tracer():
+    # ONNX keeps the coordinate trick: ONNX Runtime's NonMaxSuppression runs it fast, and the
+    # TorchScript-based ONNX exporter cannot type the values of a scripted loop over classes.
+    with _quiet_tracer(), mock.patch.object(box_ops, "batched_nms", _batched_nms):
         traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
     with atomic_path(path) as tmp:
         torch.jit.save(traced, str(tmp))
