@@ -28,7 +28,8 @@ from .vocabularies import builtin_vocabulary
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VocabularyPredictor", "expand_inputs", "vocabulary_source", "output_stems"]
+__all__ = ["VocabularyPredictor", "expand_inputs", "vocabulary_source", "output_stems", "model_image", "read_rgb",
+           "novel_class_ids"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -76,12 +77,34 @@ def output_stems(paths: Sequence[str]) -> Dict[str, str]:
     return stems
 
 
-def _model_input(image: np.ndarray, aug: T.Augmentation, input_format: str) -> Dict:
-    """DefaultPredictor's preprocessing of an H x W x 3 RGB image: the model's input dict."""
+def model_image(image: np.ndarray, aug: T.Augmentation, input_format: str) -> torch.Tensor:
+    """DefaultPredictor's preprocessing of an H x W x 3 RGB image: resized by ``aug``, 3 x H' x W'
+    float32 in ``input_format`` (``INPUT.FORMAT``), as the model (or its export) takes it."""
     image = np.ascontiguousarray(image if input_format == "RGB" else image[:, :, ::-1])
     resized = aug.get_transform(image).apply_image(image)
-    return {"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
-            "height": image.shape[0], "width": image.shape[1]}
+    return torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+
+
+def _model_input(image: np.ndarray, aug: T.Augmentation, input_format: str) -> Dict:
+    """The model's input dict of an H x W x 3 RGB image."""
+    return {"image": model_image(image, aug, input_format), "height": image.shape[0], "width": image.shape[1]}
+
+
+def read_rgb(path: str) -> Tuple[Optional[np.ndarray], str]:
+    """(H x W x 3 RGB image, "") of an image file; (None, why) for a file that is no image."""
+    try:
+        return read_image(path, format="RGB"), ""
+    except (OSError, ValueError, SyntaxError) as e:
+        return None, f"cannot read it as an image ({e})"
+
+
+def novel_class_ids(names: Sequence[str], training_names: Sequence[str],
+                    novel_names: Optional[Sequence[str]] = None) -> List[int]:
+    """Ids of the novel classes of a vocabulary (ViLD-ensemble weights them differently):
+    ``novel_names``, else the classes outside the training vocabulary."""
+    base = set(training_names)
+    novel = set(novel_names if novel_names is not None else [n for n in names if n not in base])
+    return [i for i, n in enumerate(names) if n in novel]
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -95,16 +118,11 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        try:
-            image = read_image(self.paths[i], format="RGB")
-        except (OSError, ValueError, SyntaxError) as e:
-            return self.paths[i], None, f"cannot read it as an image ({e})"
+        image, why = read_rgb(self.paths[i])
+        if image is None:
+            return self.paths[i], None, why
         image = image if image.flags.writeable else image.copy()  # PIL's pixels are read-only; torch wants them not
         return self.paths[i], torch.from_numpy(image), _model_input(image, self.aug, self.input_format)
-
-
-def _as_list(batch: List) -> List:
-    return batch
 
 
 class VocabularyPredictor(DefaultPredictor):
@@ -139,10 +157,7 @@ class VocabularyPredictor(DefaultPredictor):
         return load_text_classifier(path)
 
     def _swap(self, emb, names: List[str], novel_names: Optional[Sequence[str]]) -> None:
-        base = set(dataset_class_names(self.cfg.DATASETS.TRAIN) or [])
-        # Novel = not in the training vocabulary (ViLD-ensemble weights them differently).
-        novel = set(novel_names if novel_names is not None else [n for n in names if n not in base])
-        novel_ids = [i for i, n in enumerate(names) if n in novel]
+        novel_ids = novel_class_ids(names, dataset_class_names(self.cfg.DATASETS.TRAIN) or [], novel_names)
         with self._lock:
             self.model.roi_heads.box_predictor.set_vocabulary(emb, names, novel_ids)
             self.class_names, self.novel_ids = names, novel_ids
@@ -198,7 +213,7 @@ class VocabularyPredictor(DefaultPredictor):
         paths = list(paths)
         batches = -(-len(paths) // batch_size)
         loader = torch.utils.data.DataLoader(_ImageFiles(paths, self.aug, self.input_format), batch_size=batch_size,
-                                             num_workers=min(workers, batches), collate_fn=_as_list)
+                                             num_workers=min(workers, batches), collate_fn=list)
         yield from progress(self._detect(loader, threshold), desc="detecting", total=len(paths), unit="img")
 
     def _detect(self, loader, threshold: float):

@@ -22,7 +22,7 @@ from detectron2.data import MetadataCatalog
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .predictor import VocabularyPredictor, vocabulary_source
-from .visualize import MIN_DRAWN_SIDE, detections_to_json, draw_detections
+from .visualize import default_scale, detections_to_json, draw_detections
 from .vocabularies import builtin_vocabulary, load_vocabulary
 
 try:
@@ -91,9 +91,9 @@ def decode_image(data: bytes, max_pixels: float) -> np.ndarray:
 
 
 def draw_scale(height: int, width: int) -> float:
-    """``draw_detections``' upscaling of small images, bounded by the longer side: a 3 x 4000 strip
-    would otherwise be drawn 160 times larger."""
-    return min(max(1.0, MIN_DRAWN_SIDE / max(1, min(height, width))), MAX_DRAWN_SIDE / max(height, width))
+    """``draw_detections``' own scale, and large images drawn down to ``MAX_DRAWN_SIDE`` (pictures
+    sent to the browser stay small)."""
+    return min(default_scale(height, width), MAX_DRAWN_SIDE / max(height, width))
 
 
 def png_data_url(image: np.ndarray) -> str:

@@ -6,7 +6,7 @@ from detectron2.layers import nms
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["draw_detections", "best_label_per_object", "detections_to_json"]
+__all__ = ["draw_detections", "default_scale", "best_label_per_object", "detections_to_json"]
 
 MIN_DRAWN_SIDE = 480  # smaller images are drawn upscaled, so that labels fit and stay readable
 MAX_UPSCALED_SIDE = 1600  # but never so much that a long thin strip becomes a giant canvas
@@ -21,6 +21,12 @@ def best_label_per_object(inst: Instances, iou_threshold: float = 0.5) -> Instan
     return inst[nms(inst.pred_boxes.tensor, inst.scores, iou_threshold)]
 
 
+def default_scale(height: int, width: int) -> float:
+    """The drawing scale of an image: upscaled so the shorter side is at least ``MIN_DRAWN_SIDE``,
+    the longer one at most ``MAX_UPSCALED_SIDE``; never downscaled."""
+    return min(max(1.0, MIN_DRAWN_SIDE / max(1, min(height, width))), max(1.0, MAX_UPSCALED_SIDE / max(height, width)))
+
+
 def draw_detections(image: np.ndarray, inst: Instances, class_names: Sequence[str],
                     novel_ids: Sequence[int] = (), scale: Optional[float] = None,
                     one_label_iou: Optional[float] = 0.5) -> np.ndarray:
@@ -29,8 +35,7 @@ def draw_detections(image: np.ndarray, inst: Instances, class_names: Sequence[st
     longer one at most ``MAX_UPSCALED_SIDE``).
     ``one_label_iou``: draw only each object's best label (``best_label_per_object``); None: all."""
     if scale is None:
-        scale = min(max(1.0, MIN_DRAWN_SIDE / max(1, min(image.shape[:2]))),
-                    max(1.0, MAX_UPSCALED_SIDE / max(image.shape[:2])))
+        scale = default_scale(*image.shape[:2])
     if one_label_iou is not None:
         inst = best_label_per_object(inst, one_label_iou)
     novel = set(novel_ids)

@@ -17,6 +17,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 
 from ..artifacts import PathLike
+from ..predictor import model_image, novel_class_ids, read_rgb
 from ..visualize import detections_to_json
 from .manifest import INPUT_NAMES, check_embeddings, load_vocabulary_file, model_file, read_manifest
 from .tracing import rebuild_schema
@@ -30,9 +31,7 @@ def model_input(rgb: np.ndarray, input_format: str, min_size: int, max_size: int
     """An H x W x 3 RGB image as the graph takes it, and Detectron2's DefaultPredictor hands its
     model: resized as at test time (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``), 3 x H x W
     float32 in ``input_format`` (``INPUT.FORMAT``)."""
-    image = rgb[:, :, ::-1] if input_format == "BGR" else rgb
-    image = T.ResizeShortestEdge([min_size] * 2, max_size).get_transform(image).apply_image(image)
-    return torch.as_tensor(np.ascontiguousarray(image).astype("float32").transpose(2, 0, 1))
+    return model_image(rgb, T.ResizeShortestEdge([min_size] * 2, max_size), input_format)
 
 
 class ExportedModel:
@@ -97,9 +96,7 @@ class ExportedPredictor:
         self.model = ExportedModel(folder, fmt, num_threads)
         manifest = self.model.manifest
         self.embeddings, self.class_names = load_vocabulary_file(manifest, vocabulary)
-        base = set(manifest["training_classes"])
-        novel = set(novel_names if novel_names is not None else [n for n in self.class_names if n not in base])
-        self.novel_ids = [i for i, n in enumerate(self.class_names) if n in novel]
+        self.novel_ids = novel_class_ids(self.class_names, manifest["training_classes"], novel_names)
         self.novel_mask = torch.zeros(len(self.class_names), dtype=torch.bool)
         self.novel_mask[self.novel_ids] = True
         self.input = manifest["input"]
@@ -116,13 +113,10 @@ class ExportedPredictor:
             threshold: float) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[Instances]]]:
         """(path, image, detections above ``threshold``) per input; an unreadable image yields
         (path, None, None) and is reported, and the run goes on."""
-        from detectron2.data.detection_utils import read_image
-
         for path in paths:
-            try:
-                image = read_image(path, format="RGB")
-            except (OSError, ValueError, SyntaxError) as e:
-                logger.error("skipping %s: cannot read it as an image (%s)", path, e)
+            image, why = read_rgb(path)
+            if image is None:
+                logger.error("skipping %s: %s", path, why)
                 yield path, None, None
                 continue
             inst = self(image)
