@@ -19,7 +19,7 @@ from PIL import Image
 
 from vild_d2.artifacts import CorruptArtifactError, SettingsMismatchError, UnsafePickleError, seal
 from vild_d2.clip_model import clip_identity, load_clip
-from vild_d2.data import ViLDDatasetMapper
+from vild_d2.data import ViLDDatasetMapper, register_ov_lvis_instances
 from vild_d2.data.images import ImageReadError
 from vild_d2.engine import load_config
 from vild_d2.engine.checkpoint import VerifiedCheckpointer
@@ -471,3 +471,14 @@ def test_checkpoint_write_killed_midway_leaves_the_previous_one(tmp_path, monkey
         ckpt.save("model_final")
     assert _digest(tmp_path) == before and not (tmp_path / "model_final.pth").exists()
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+
+
+def test_lvis_json_without_coco_url_names_the_fix(tmp_path):
+    """An LVIS-format json whose images carry only 'file_name' (COCO style): a message, not KeyError."""
+    data = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8, "not_exhaustive_category_ids": [],
+                        "neg_category_ids": []}],
+            "annotations": [], "categories": [{"id": 1, "name": "lemon", "synonyms": ["lemon"], "frequency": "f"}]}
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    register_ov_lvis_instances("no_coco_url_lvis", str(tmp_path / "d.json"), str(tmp_path))
+    with pytest.raises(ValueError, match="needs a 'coco_url'.*format 'coco'"):
+        DatasetCatalog.get("no_coco_url_lvis")

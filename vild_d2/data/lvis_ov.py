@@ -57,7 +57,14 @@ def load_ov_lvis_json(json_file: str, image_root: str, id_map: Dict[int, int], p
         if fmt == "lvis":
             # Detectron2 joins image_root and the coco_url folder by string addition.
             root = image_root if image_root.endswith(os.sep) else image_root + os.sep
-            dicts, offset = load_lvis_json(json_file, root), 1  # category_id = json id - 1
+            try:
+                dicts, offset = load_lvis_json(json_file, root), 1  # category_id = json id - 1
+            except KeyError as e:
+                if e.args != ("coco_url",):
+                    raise
+                raise ValueError(f"{json_file}: an LVIS-format image needs a 'coco_url' (its last two parts, "
+                                 "FOLDER/FILE, are joined to the image root); register a json whose images have "
+                                 "'file_name' instead with format 'coco'") from e
         else:
             dicts, offset = load_coco_json(json_file, image_root), 0  # raw json ids
     for record in dicts:
