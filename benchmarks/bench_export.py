@@ -104,7 +104,8 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     for fmt, a in agreement.items():
         print(f"  {fmt} vs eager: {a['detections']} detections, classes equal {a['classes_equal']}, max box diff "
               f"{a['max_box_diff']:.1e} px, max score diff {a['max_score_diff']:.1e}, "
-              f"min mask IoU {a['min_mask_iou']:.4f}")
+              f"min mask IoU {a['min_mask_iou']:.4f} "
+              f"(at most {a['max_mask_pixels_differ']} pixels differ)")
     return {"config": TOY_CONFIG if name == "toy" else LVIS_CONFIG, "weights": weights,
             "num_classes": len(first.class_names), "images_per_round": len(images), "first_image_hw": hw,
             "agreement": agreement, "export_s": export_s, "size_mb": sizes,

@@ -57,3 +57,9 @@ def test_stale_key_is_rejected(tmp_path):
     add_vild_config(cfg)
     with pytest.raises(KeyError, match="NO_SUCH_KEY"):
         cfg.merge_from_file(str(bad))
+
+
+def test_odd_overrides_name_the_unquoted_glob():
+    opts = ["a/1.png", "a/2.png", "a/3.png", "MODEL.WEIGHTS", "w.pth"]  # what `--verify-images a/*.png` leaves
+    with pytest.raises(ValueError, match=r"KEY VALUE pairs, got 5 words.*quote it"):
+        load_config(str(CONFIG_DIR / "Base-ViLD-RCNN-FPN.yaml"), opts, register=False)

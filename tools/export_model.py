@@ -98,7 +98,8 @@ def main():
             ok &= r["classes_equal"]
             print(f"{vocabulary} {fmt}: {r['images']} images, {r['detections']} detections, classes equal "
                   f"{r['classes_equal']}, max box diff {r['max_box_diff']:.2e} px, max score diff "
-                  f"{r['max_score_diff']:.2e}, min mask IoU {r['min_mask_iou']:.4f}")
+                  f"{r['max_score_diff']:.2e}, min mask IoU {r['min_mask_iou']:.4f} "
+                  f"(at most {r['max_mask_pixels_differ']} pixels differ)")
     if not ok:
         logger.error("an exported model's detections differ from the eager model's (see above)")
     return 0 if ok else 1

@@ -23,7 +23,12 @@ def load_config(path: str, opts: Sequence[str] = (), overlays: Sequence[str] = (
     cfg.merge_from_file(str(path))
     for overlay in overlays:
         cfg.merge_from_file(str(overlay))
-    cfg.merge_from_list(list(opts))
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ValueError(f"config overrides come as KEY VALUE pairs, got {len(opts)} words: {opts[:6]}"
+                         f"{' ...' if len(opts) > 6 else ''}; a glob the shell expanded into several paths "
+                         "ends up here: quote it ('folder/*.png') or give the folder")
+    cfg.merge_from_list(opts)
     if register:
         register_from_config(cfg)
     return cfg

@@ -43,20 +43,23 @@ def compare_detections(reference: Instances, other: Instances) -> Dict:
     """Agreement of two detection sets of one image: ``count_ref`` / ``count_other``,
     ``classes_equal`` (same count, and every detection has a partner of its class), ``same_order``
     (partners at the same rank), ``max_box_diff`` (pixels), ``max_score_diff``, and over the matched
-    pairs ``min_mask_iou`` of pasted (boolean) masks or ``max_mask_diff`` of the M x M mask
-    probabilities before postprocessing (1 and 0 when there are none)."""
+    pairs ``min_mask_iou`` and ``max_mask_pixels_differ`` of pasted (boolean) masks, or
+    ``max_mask_diff`` of the M x M mask probabilities before postprocessing (1 and 0 when there are
+    none). A small mask has a low IoU for one flipped pixel: the pixel count tells them apart."""
     match = _match(reference, other)
     pairs = [(i, j) for i, j in enumerate(match) if j >= 0]
     out = {"count_ref": len(reference), "count_other": len(other),
            "classes_equal": len(reference) == len(other) and len(pairs) == len(reference),
            "same_order": all(i == j for i, j in pairs), "max_box_diff": 0.0, "max_score_diff": 0.0,
-           "min_mask_iou": 1.0, "max_mask_diff": 0.0}
+           "min_mask_iou": 1.0, "max_mask_pixels_differ": 0, "max_mask_diff": 0.0}
     if pairs:
         ia, ib = (torch.tensor(x) for x in zip(*pairs))
         out["max_box_diff"] = (reference.pred_boxes.tensor[ia] - other.pred_boxes.tensor[ib]).abs().max().item()
         out["max_score_diff"] = (reference.scores[ia] - other.scores[ib]).abs().max().item()
         if reference.has("pred_masks") and reference.pred_masks.dtype == torch.bool:
             out["min_mask_iou"] = min(_mask_iou(reference.pred_masks[i], other.pred_masks[j]) for i, j in pairs)
+            differ = reference.pred_masks[ia] ^ other.pred_masks[ib]  # P x H x W
+            out["max_mask_pixels_differ"] = int(differ.flatten(1).sum(1).max())
         elif reference.has("pred_masks"):
             out["max_mask_diff"] = (reference.pred_masks[ia] - other.pred_masks[ib]).abs().max().item()
     return out
@@ -71,7 +74,8 @@ def summarize(results: Iterable[Dict]) -> Dict:
             "max_box_diff": max((r["max_box_diff"] for r in results), default=0.0),
             "max_score_diff": max((r["max_score_diff"] for r in results), default=0.0),
             "max_mask_diff": max((r["max_mask_diff"] for r in results), default=0.0),
-            "min_mask_iou": min((r["min_mask_iou"] for r in results), default=1.0)}
+            "min_mask_iou": min((r["min_mask_iou"] for r in results), default=1.0),
+            "max_mask_pixels_differ": max((r["max_mask_pixels_differ"] for r in results), default=0)}
 
 
 def eager_predictor(cfg, model, embeddings: torch.Tensor, class_names: Sequence[str],
