@@ -67,14 +67,14 @@ HALF_SCHEDULE = ("SOLVER.MAX_ITER", "1000", "SOLVER.STEPS", "(850,)")
 FIT_IMAGES = 300  # training images whose cached regions measure the distillation fit (of 1,200)
 
 
-def model_diagnostics(pipe_out, kind: str):
+def model_diagnostics(pipe_out, kind: str, weights: str = "model_final.pth", folder: str = ""):
     """Zero-shot accuracy of the trained text / image heads on the validation ground-truth boxes
     (``heads``) and, for rows that distil, how closely the distilled head fits its CLIP targets on
-    the cached regions of the first FIT_IMAGES training images (``fit``). Cached in the run's
-    folder (as the pipeline caches recall.json): a row run and the assembling run then evaluate
-    each model once."""
+    the cached regions of the first FIT_IMAGES training images (``fit``), for the checkpoint
+    ``weights`` of the run. Cached in ``folder`` (default: the run's, as the pipeline caches
+    recall.json): a row run and the assembling run then evaluate each model once."""
     cfg = pipe_out["vild_cfg"]
-    cached = Path(cfg.OUTPUT_DIR) / "diagnostics.json"
+    cached = Path(folder or cfg.OUTPUT_DIR) / "diagnostics.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     from detectron2.checkpoint import DetectionCheckpointer
@@ -85,7 +85,7 @@ def model_diagnostics(pipe_out, kind: str):
     from vild_d2.region_cache import RegionCache
 
     model = ViLDTrainer.build_model(cfg)
-    DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / "model_final.pth"))
+    DetectionCheckpointer(model).load(str(Path(cfg.OUTPUT_DIR) / weights))
     novel = MetadataCatalog.get(VAL).novel_class_ids
     out = {"heads": object_embedding_accuracy(model.eval(), DatasetCatalog.get(VAL), novel, cfg.INPUT.FORMAT)}
     if kind != "text":
@@ -120,14 +120,16 @@ def detection_breakdown(pipe_out, gt: dict):
     return confident_detection_breakdown(Pipeline.lvis_results(pipe_out["vild_cfg"]), gt, novel)
 
 
-def scored_differently(text_cfg, test_scores: str) -> dict:
-    """Evaluate the trained ViLD-text model of ``text_cfg`` with MODEL.VILD.TEST_SCORES =
-    ``test_scores`` (no training), into a subfolder of its run; cached there (eval_results.json)."""
-    cfg = text_cfg.clone()
+def evaluate_weights(trained_cfg, weights: str, folder: str, **vild: str) -> dict:
+    """Evaluate the checkpoint ``weights`` (a file name in the run's folder) of the run trained with
+    ``trained_cfg`` on its test set, with MODEL.VILD keys overridden by ``vild`` (no training), into
+    ``folder``; cached there (eval_results.json). Returns {"results", "vild_cfg"}."""
+    cfg = trained_cfg.clone()
     cfg.defrost()
-    cfg.MODEL.WEIGHTS = str(Path(text_cfg.OUTPUT_DIR) / "model_final.pth")
-    cfg.MODEL.VILD.TEST_SCORES = test_scores
-    cfg.OUTPUT_DIR = str(Path(text_cfg.OUTPUT_DIR) / f"test_scores_{test_scores.replace('+', '_')}")
+    cfg.MODEL.WEIGHTS = str(Path(trained_cfg.OUTPUT_DIR) / weights)
+    for key, value in vild.items():
+        cfg.MODEL.VILD[key] = value
+    cfg.OUTPUT_DIR = str(folder)
     done = Path(cfg.OUTPUT_DIR) / "eval_results.json"
     if not done.is_file():
         from vild_d2.engine import ViLDTrainer, load_trained_weights
@@ -138,14 +140,26 @@ def scored_differently(text_cfg, test_scores: str) -> dict:
     return {"results": json.loads(done.read_text()), "vild_cfg": cfg}
 
 
-def run_row(args, base: PipelineSettings, seed: int, kind: str, val_gt: dict) -> dict:
-    """Train (or find cached) one row for one seed; its metrics and diagnostics as plain data."""
+def scored_differently(text_cfg, test_scores: str) -> dict:
+    """Evaluate the trained ViLD-text model of ``text_cfg`` with MODEL.VILD.TEST_SCORES =
+    ``test_scores`` (no training), into a subfolder of its run; cached there (eval_results.json)."""
+    folder = Path(text_cfg.OUTPUT_DIR) / f"test_scores_{test_scores.replace('+', '_')}"
+    return evaluate_weights(text_cfg, "model_final.pth", str(folder), TEST_SCORES=test_scores)
+
+
+def train_row(args, base: PipelineSettings, seed: int, kind: str):
+    """Train (or find cached) one row for one seed: (its pipeline, the pipeline's run output)."""
     opts = tuple(variant_opts(kind, default_toy_root()) + ["SEED", str(seed)] + list(base.opts) + list(args.opts))
     settings = dataclasses.replace(base, opts=opts, num_pictures=0)
     pipe = Pipeline(args.output.format(seed=seed), default_toy_root(), settings)
     out = pipe.run()
     if kind in TEST_SCORES:
         out = {**out, **scored_differently(out["vild_cfg"], TEST_SCORES[kind])}
+    return pipe, out
+
+
+def row_data(pipe: Pipeline, out: dict, seed: int, kind: str, val_gt: dict) -> dict:
+    """A trained row's metrics and diagnostics as plain data."""
     results = out["results"][next(iter(out["results"]))]
     row = {"seed": seed, "folder": out["vild_cfg"].OUTPUT_DIR, "recall": out["recall"],
            "segm": {k: results["segm"][k] for k in ("AP", "APr", "APc", "APf")},
@@ -156,6 +170,12 @@ def run_row(args, base: PipelineSettings, seed: int, kind: str, val_gt: dict) ->
     if kind in LOCALISATION_ROWS:
         row["base_ap"] = base_class_ap(out["vild_cfg"], val_gt)
     return row
+
+
+def run_row(args, base: PipelineSettings, seed: int, kind: str, val_gt: dict) -> dict:
+    """Train (or find cached) one row for one seed; its metrics and diagnostics as plain data."""
+    pipe, out = train_row(args, base, seed, kind)
+    return row_data(pipe, out, seed, kind, val_gt)
 
 
 def make_parser() -> argparse.ArgumentParser:

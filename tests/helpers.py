@@ -87,3 +87,42 @@ def train_net(toy_env, out, *extra):
 def checkpoint_weights(path):
     """The model state dict of a checkpoint file."""
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+# The recipe rehearsals' overlay (after configs/overlays/CPU-rehearsal.yaml): small where the tests
+# allow it (image size, M, proposals, a one-template vocabulary); the benchmarks run the real sizes.
+SMALL_RECIPE = """DATASETS:
+  VILD:
+    LSJ_IMAGE_SIZE: 256
+INPUT:
+  MIN_SIZE_TEST: 256
+  MAX_SIZE_TEST: 256
+MODEL:
+  RPN:
+    POST_NMS_TOPK_TEST: 100
+  VILD:
+    NUM_CACHED_PROPOSALS: 8
+    PROMPT_TEMPLATES: "{templates}"
+TEST:
+  DETECTIONS_PER_IMAGE: 100
+VERSION: 2
+"""
+
+
+def rehearse_recipe(root: Path, configs: Path):
+    """tools/run_recipe.py on the world under ``root`` (as $DETECTRON2_DATASETS) with the real
+    ViLD-ensemble and proposal-network R50-FPN configs of ``configs``, the CPU overlay and
+    :data:`SMALL_RECIPE`, and a random ViT-B/32-shaped CLIP: (output folder, environment, log)."""
+    from vild_d2.kit.random_clip import save_random_clip
+
+    clip = save_random_clip(root / "clip_vit_b32.pt", "ViT-B/32")
+    (root / "templates.txt").write_text("a photo of a {}.\n")
+    small = root / "small.yaml"
+    small.write_text(SMALL_RECIPE.format(templates=root / "templates.txt"))
+    env = subprocess_env(root, threads=2)
+    out = root / "recipe"
+    log = run_log(["tools/run_recipe.py", "--config-file", configs / "vild_ensemble_R50_FPN.yaml",
+                   "--proposal-config", configs / "rpn_R50_FPN.yaml",
+                   "--overlay", REPO / "configs/overlays/CPU-rehearsal.yaml",
+                   "--overlay", small, "--output", out, "MODEL.VILD.CLIP_MODEL", clip], env)
+    return out, env, log

@@ -8,45 +8,17 @@ import numpy as np
 import pytest
 
 from vild_d2.kit.mini_lvis import MiniLVISSettings, build_mini_lvis
-from vild_d2.kit.random_clip import save_random_clip
 
-from .helpers import REPO, run, run_log, subprocess_env
+from .helpers import REPO, rehearse_recipe, run
 
 LVIS = REPO / "configs/LVIS-OV"
-# Small where the test allows it (image size, M, proposals, a one-template vocabulary); the
-# benchmark (benchmarks/bench_lvis_recipe.py) runs the real sizes.
-SMALL = """DATASETS:
-  VILD:
-    LSJ_IMAGE_SIZE: 256
-INPUT:
-  MIN_SIZE_TEST: 256
-  MAX_SIZE_TEST: 256
-MODEL:
-  RPN:
-    POST_NMS_TOPK_TEST: 100
-  VILD:
-    NUM_CACHED_PROPOSALS: 8
-    PROMPT_TEMPLATES: "{templates}"
-TEST:
-  DETECTIONS_PER_IMAGE: 100
-VERSION: 2
-"""
 
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     root = tmp_path_factory.mktemp("mini_lvis")
     build_mini_lvis(root, MiniLVISSettings(num_train=6, num_val=2, width=320, height=240, max_size=120, seed=1))
-    clip = save_random_clip(root / "clip_vit_b32.pt", "ViT-B/32")
-    (root / "templates.txt").write_text("a photo of a {}.\n")
-    small = root / "small.yaml"
-    small.write_text(SMALL.format(templates=root / "templates.txt"))
-    env = subprocess_env(root, threads=2)
-    out = root / "recipe"
-    log = run_log(["tools/run_recipe.py", "--config-file", LVIS / "vild_ensemble_R50_FPN.yaml",
-                   "--proposal-config", LVIS / "rpn_R50_FPN.yaml",
-                   "--overlay", REPO / "configs/overlays/CPU-rehearsal.yaml",
-                   "--overlay", small, "--output", out, "MODEL.VILD.CLIP_MODEL", clip], env)
+    out, env, log = rehearse_recipe(root, LVIS)
     return root, out, env, log
 
 
