@@ -13,11 +13,11 @@ def folders(toy_env, tmp_path):
     """(rpn, region cache, ViLD) folder names of the demo's recipe with extra overrides."""
     register = tuple(toy_register_opts(str(toy_env / TOY_PREFIX)))
 
-    def plan(opts=(), proposal_opts=()):
+    def plan(opts=(), proposal_opts=(), out="out"):
         settings = RecipeSettings(vild_config=get_config_file("toy/ViLD-Toy-ensemble.yaml"),
                                   proposal_config=get_config_file("toy/RPN-Toy-Lite-FPN.yaml"),
                                   opts=register + tuple(opts), proposal_opts=register + tuple(proposal_opts))
-        recipe = Recipe(tmp_path / "out", settings)
+        recipe = Recipe(tmp_path / out, settings)
         return recipe.rpn_dir.name, recipe.cache_dir.name, recipe.vild_dir.name
 
     return plan
@@ -53,6 +53,13 @@ def test_each_stage_keeps_its_folder_when_a_setting_it_ignores_changes(folders):
     # the proposal network's schedule: every stage built on it changes
     lr = folders(proposal_opts=("SOLVER.BASE_LR", "0.0005"))
     assert lr[0] != rpn and lr[1] != cache and lr[2] != vild
+
+
+def test_an_output_folder_moved_elsewhere_keeps_its_stage_folders(folders, tmp_path):
+    # the stages' configs name paths inside the output folder (the proposal network's weights, the
+    # region cache, the text classifiers): keys hold them relative to it
+    assert folders(out="somewhere/else/out") == folders()
+    assert folders(out=str(tmp_path.parent / "moved")) == folders()
 
 
 def test_settings_read_lists_only_values_away_from_the_defaults():

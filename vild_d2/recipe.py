@@ -8,7 +8,8 @@ Stages are declared as data (:class:`Stage`: name, artifacts, run). Each writes 
 folder keyed by a hash of what that stage reads (:func:`vild_d2.config.settings_read`: the config
 values that differ from the defaults, less the sections the stage ignores; its data; the folders of
 the stages it builds on), so a rerun skips finished stages, a changed setting redoes only the
-stages that read it, a key added to the defaults keeps every folder, and a killed training
+stages that read it, a key added to the defaults keeps every folder, paths inside the output
+folder enter the keys relative to it (a moved folder keeps its stages), and a killed training
 resumes from its last checkpoint.
 The whole recipe runs in Detectron2's ``launch``: one process, ``--num-gpus N`` processes (gloo
 on CPUs), or several machines (``--num-machines``, ``--machine-rank``, ``--dist-url``).
@@ -129,6 +130,20 @@ def run_stages(stages: List[Stage]) -> Dict[str, Tuple[float, str]]:
     return timings
 
 
+def inside_output(settings: Dict[str, object], out: Path) -> Dict[str, object]:
+    """``settings`` with every path inside the output folder ``out`` written relative to it
+    (``<output>/rpn_.../model_final.pth``): the stage folders' keys then stay when the folder is moved,
+    renamed or mounted at another path."""
+    prefix = str(out) + os.sep
+
+    def relative(value):
+        if isinstance(value, str) and value.startswith(prefix):
+            return "<output>" + os.sep + value[len(prefix):]
+        return type(value)(relative(x) for x in value) if isinstance(value, (list, tuple)) else value
+
+    return {k: relative(v) for k, v in settings.items()}
+
+
 class Recipe:
     """Plans (configs, folders) in any process; runs the stages inside ``launch``."""
 
@@ -166,14 +181,14 @@ class Recipe:
         if v.MODE != "text" and not (v.REGION_CACHE_DIR and (Path(v.REGION_CACHE_DIR) / "manifest.json").is_file()):
             data = settings.data_key or _dataset_fingerprint(self.train_set)
             self.cache_dir = self.out / ("region_cache_" + cache_key(
-                FORMAT_VERSION, self.rpn_dir.name, self.rpn_weights, v.CLIP_MODEL,
+                FORMAT_VERSION, self.rpn_dir.name, settings.proposal_weights, v.CLIP_MODEL,
                 dataclasses.asdict(self.cache_settings), data))
             self.vild_cfg.MODEL.VILD.REGION_CACHE_DIR = str(self.cache_dir)
         if settings.init_from_proposals and not self.vild_cfg.MODEL.WEIGHTS:
             check_same_backbone(p, self.vild_cfg)
             self.vild_cfg.MODEL.WEIGHTS = self.rpn_weights
         data = settings.data_key or _dataset_fingerprint(self.train_set)
-        self.vild_dir = self.out / f"vild_{cache_key(settings_read(self.vild_cfg), data)}"
+        self.vild_dir = self.out / f"vild_{cache_key(inside_output(settings_read(self.vild_cfg), self.out), data)}"
         self.vild_cfg.OUTPUT_DIR = str(self.vild_dir)
         self.recall_file = self.rpn_dir / f"recall_{self.test_set}.json"
 
