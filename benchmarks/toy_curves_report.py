@@ -97,7 +97,7 @@ def plot(runs: Dict[str, List[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, metric in zip(axes, ("APr", "AP")):
         for r in LABELS:
             if r not in runs or not runs[r][0]["curve"]:
@@ -114,11 +114,13 @@ def plot(runs: Dict[str, List[dict]], path: Path) -> None:
             m, s = mean_std([run["final"]["segm"][metric] for run in runs["clip_crops"]])
             ax.axhline(m, color="k", linestyle="--", label=f"CLIP on crops, the teacher ({m:.1f} ± {s:.1f})")
         ax.set_xlabel("training images seen")
+        ax.set_xticks(sorted({int(i) for rs in runs.values() for run in rs for i in run["curve"]}))
         ax.set_ylabel(f"mask {metric}" + (" (novel classes)" if metric == "APr" else " (all classes)"))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Toy world, make demo's schedule: mean ± std over seeds")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
